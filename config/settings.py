@@ -186,6 +186,11 @@ STEPFLOW = {
     "CHAIN_LIMIT": int(os.environ.get("STEPFLOW_CHAIN_LIMIT", "20")),
 }
 
+#: Extra modules that register workflows (besides each installed app's workflows.py).
+STEPFLOW_WORKFLOW_MODULES = [
+    m.strip() for m in os.environ.get("STEPFLOW_WORKFLOW_MODULES", "").split(",") if m.strip()
+]
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -11,3 +11,10 @@ class RunsConfig(AppConfig):
         from django.utils.module_loading import autodiscover_modules
 
         autodiscover_modules("workflows")
+        # Workflows can also live in modules outside the installed apps.
+        import importlib
+
+        from django.conf import settings
+
+        for module in getattr(settings, "STEPFLOW_WORKFLOW_MODULES", []):
+            importlib.import_module(module)

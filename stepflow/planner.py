@@ -173,9 +173,13 @@ def plan_resume(
     step: str | None = None,
     skip: Iterable[str] = (),
     clear_items: bool = False,
+    rerun: Iterable[str] = (),
 ) -> ResumePlan:
     """Plan a resume of a finished run. Raises PlanError with the reason when
-    the request cannot be carried out, UnknownStep for unknown names."""
+    the request cannot be carried out, UnknownStep for unknown names.
+
+    ``rerun`` names completed steps whose work was undone (rolled back): a
+    resume or retry runs them again too."""
     if mode not in MODES:
         raise PlanError(f"Unknown resume mode {mode!r}: use one of {', '.join(MODES)}")
     current = {n: str(statuses[n]) for n in workflow.steps}
@@ -200,8 +204,12 @@ def plan_resume(
         raise PlanError("Clearing done items is offered only with continue_from and only")
 
     scope: frozenset[str] | None = None
+    undone = set(rerun)
     if mode == "resume":
-        reset = [n for n in workflow.order() if current[n] in (*STEP_FAILED, S.CANCELLED)]
+        reset = [
+            n for n in workflow.order()
+            if current[n] in (*STEP_FAILED, S.CANCELLED) or n in undone
+        ]
     elif mode == "retry_failed":
         failed = [n for n in workflow.order() if current[n] in STEP_FAILED]
         if not failed:
@@ -209,7 +217,7 @@ def plan_resume(
         below = set().union(*(workflow.downstream(n) for n in failed))
         reset = [
             n for n in workflow.order()
-            if n in failed or (n in below and current[n] == S.CANCELLED)
+            if n in failed or n in undone or (n in below and current[n] == S.CANCELLED)
         ]
     elif mode == "continue_from":
         assert step is not None

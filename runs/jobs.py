@@ -1,0 +1,174 @@
+"""The RQ jobs. Each carries ids only; the database says what to do."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
+from django.utils import timezone
+from rq import get_current_job
+from rq.timeouts import JobTimeoutException
+
+from stepflow.errors import StepTimeout
+from stepflow.execution import AttemptOutcome, run_attempt
+from stepflow.states import AttemptStatus, RunStatus, StepStatus
+from stepflow.step import StepResult
+
+from . import engine, events, queue
+from .models import Run, StepRun
+from .store import DbStepStore
+
+log = logging.getLogger("stepflow.jobs")
+T = TypeVar("T")
+
+
+def worker_name() -> str:
+    job = get_current_job()
+    name = getattr(job, "worker_name", None) if job is not None else None
+    return str(name or f"{socket.gethostname()}.{os.getpid()}")
+
+
+def with_db_retry(func: Callable[[], T], what: str, attempts: int = 30, wait: float = 2.0) -> T:
+    """Run a database transaction again when the connection dropped (a
+    PostgreSQL restart). Safe for the guarded updates here: a retry either
+    applies once or finds the change already made."""
+    for n in range(1, attempts + 1):
+        try:
+            return func()
+        except (OperationalError, InterfaceError) as exc:
+            if n == attempts:
+                raise
+            log.warning("database unavailable during %s (%s); retrying in %.0fs", what, exc, wait)
+            close_old_connections()
+            try:
+                connection.close()
+            except Exception:
+                pass
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+class Heartbeat:
+    """Beats the step's heartbeat from a thread, whatever the step code is doing."""
+
+    def __init__(self, step_run_id: int, attempt: int, interval: float) -> None:
+        self.step_run_id = step_run_id
+        self.attempt = attempt
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="stepflow-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    StepRun.objects.filter(
+                        pk=self.step_run_id, status=StepStatus.RUNNING, attempts=self.attempt
+                    ).update(heartbeat_at=timezone.now())
+                except (OperationalError, InterfaceError):
+                    close_old_connections()
+                    try:
+                        connection.close()
+                    except Exception:
+                        pass
+        finally:
+            connection.close()
+
+
+def execute_step(step_run_id: int, attempt: int) -> str:
+    """Run one attempt of a step (a duplicate or late delivery does nothing)."""
+    worker = worker_name()
+    job = get_current_job()
+    jid = job.id if job is not None else queue.job_id(step_run_id, attempt)
+    started = with_db_retry(
+        lambda: engine.begin_attempt(step_run_id, attempt, worker, jid), "starting a step"
+    )
+    if started is None:
+        return "ignored: not the current attempt"
+    run, step_run = started.run, started.step
+    try:
+        wf = engine.workflow_of(run)
+        spec = wf[step_run.name]
+    except Exception as exc:
+        outcome = AttemptOutcome(
+            AttemptStatus.FAILED, error=f"{type(exc).__name__}: {exc} (in worker {worker})"
+        )
+    else:
+        statuses = dict(run.steps.values_list("name", "status"))
+        store = DbStepStore(step_run, attempt, worker)
+        ctx = engine.build_context(run, step_run, wf, attempt, store, statuses)
+        with Heartbeat(step_run_id, attempt, engine.engine_setting("HEARTBEAT_INTERVAL")):
+            outcome = run_attempt(spec, ctx, timeout_errors=(StepTimeout, JobTimeoutException))
+    status = with_db_retry(
+        lambda: engine.record_outcome(step_run_id, attempt, outcome, worker), "recording an outcome"
+    )
+    return f"{step_run.name}: {status or 'outcome ignored'}"
+
+
+def rollback_run(run_id: int, run_attempt: int) -> str:
+    """Roll back the completed steps of a failed run, most recently completed first."""
+    run = Run.objects.get(pk=run_id)
+    if run.status != RunStatus.FAILED or run.attempt != run_attempt:
+        return "ignored: the run moved on"
+    wf = engine.workflow_of(run)
+    worker = worker_name()
+    done = list(
+        run.steps.filter(status=StepStatus.COMPLETED, rolled_back_at__isnull=True)
+        .order_by("finished_at", "position")
+    )
+    by_name = {s.name: s for s in done}
+    from stepflow import planner
+
+    order = planner.rollback_order(wf, [s.name for s in done if s.name in wf.steps])
+    rolled = []
+    for name in order:
+        run.refresh_from_db(fields=["status", "attempt"])
+        if run.status != RunStatus.FAILED or run.attempt != run_attempt:
+            break
+        s = by_name[name]
+        store = DbStepStore(s, s.attempts, worker)
+        statuses = dict(run.steps.values_list("name", "status"))
+        ctx = engine.build_context(run, s, wf, s.attempts, store, statuses)
+        result = StepResult(data=s.output, rollback_data=s.rollback_data)
+        try:
+            wf.steps[name].rollback(ctx, result)
+        except Exception as exc:
+            events.record(run, "rollback_failed", f"{type(exc).__name__}: {exc}", step=name,
+                          actor=worker, level="error")
+            continue
+        StepRun.objects.filter(pk=s.pk).update(rolled_back_at=timezone.now())
+        events.record(run, "rolled_back", f"Rolled back {name}", step=name, actor=worker)
+        rolled.append(name)
+    return f"rolled back: {', '.join(rolled) or 'nothing'}"
+
+
+def enforce_cancel(run_id: int) -> str:
+    """After the grace period, stop the jobs of steps that ignored a cancel."""
+    from rq.command import send_stop_job_command
+
+    stopped = []
+    for s in StepRun.objects.filter(
+        run_id=run_id, run__status=RunStatus.CANCELLING, status=StepStatus.RUNNING
+    ):
+        try:
+            send_stop_job_command(queue.connection(), s.job_id)
+            stopped.append(s.name)
+        except Exception as exc:  # the job may already be gone
+            log.info("could not stop job %s: %s", s.job_id, exc)
+        events.record(run_id, "stop_requested", f"{s.name} did not stop within the grace period",
+                      step=s.name, actor="stepflow")
+    return f"stop sent to: {', '.join(stopped) or 'none'}"

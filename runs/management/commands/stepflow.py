@@ -1,0 +1,253 @@
+"""``manage.py stepflow``: operate workflows and runs from the terminal."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from argparse import ArgumentParser
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from stepflow.errors import StepflowError
+from stepflow.params import mask_params
+from stepflow.registry import registry
+from stepflow.states import RUN_FINISHED
+
+from runs import services
+from runs.models import Run, RunStatus
+
+SYMBOLS = {
+    "pending": "◌", "queued": "◌", "running": "●", "retrying": "↻", "completed": "✓",
+    "failed": "✕", "timed_out": "⏱", "skipped": "⤼", "cancelled": "⊘", "cancelling": "⊘",
+}
+
+
+def parse_param(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise CommandError(f"--param takes key=value, not {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip(), value
+
+
+class Command(BaseCommand):
+    help = "Operate stepflow workflows and runs: workflows, run, resume, cancel, status, history, cleanup, worker, recover."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+        sub.add_parser("workflows", help="List registered workflows")
+
+        p = sub.add_parser("run", help="Start a run of a workflow")
+        p.add_argument("workflow")
+        p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE")
+        p.add_argument("--idempotency-key")
+        p.add_argument("--wait", action="store_true", help="Follow the run until it finishes")
+
+        p = sub.add_parser("resume", help="Resume a stopped run")
+        p.add_argument("run_id", type=int)
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--retry-failed", action="store_true")
+        g.add_argument("--continue-from", metavar="STEP")
+        g.add_argument("--only", metavar="STEP")
+        p.add_argument("--skip", action="append", default=[], metavar="STEP")
+        p.add_argument("--confirm-definition-change", action="store_true")
+        p.add_argument("--clear-items", action="store_true")
+        p.add_argument("--wait", action="store_true")
+
+        p = sub.add_parser("cancel", help="Cancel an active run")
+        p.add_argument("run_id", type=int)
+        p.add_argument("--reason", default="")
+
+        p = sub.add_parser("status", help="Show a run and its steps")
+        p.add_argument("run_id", type=int)
+
+        p = sub.add_parser("history", help="List recent runs")
+        p.add_argument("--workflow")
+        p.add_argument("--status", choices=[s.value for s in RunStatus])
+        p.add_argument("--limit", type=int, default=20)
+
+        p = sub.add_parser("cleanup", help="Delete finished runs older than N days")
+        p.add_argument("--older-than", type=float, required=True, metavar="DAYS")
+
+        p = sub.add_parser("worker", help="Start a worker (with the scheduler and recovery)")
+        p.add_argument("queues", nargs="*", default=["default"])
+        p.add_argument("--simple", action="store_true", help="Run jobs in the worker process (no fork)")
+        p.add_argument("--burst", action="store_true", help="Stop when the queues are empty")
+        p.add_argument("--name")
+        p.add_argument("--no-recovery", action="store_true")
+
+        sub.add_parser("recover", help="Reap lost attempts and re-enqueue lost jobs now")
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        action = opts["action"]
+        try:
+            getattr(self, f"do_{action}")(opts)
+        except StepflowError as exc:
+            raise CommandError(exc.message) from None
+
+    # -- actions ------------------------------------------------------------------
+    def do_workflows(self, opts: dict[str, Any]) -> None:
+        if not len(registry):
+            self.stdout.write("No workflows are registered.")
+        for wf in registry:
+            self.stdout.write(f"{wf.name}  v{wf.version}  {len(wf)} steps  {wf.description}")
+            for level in wf.levels():
+                self.stdout.write("    " + "  |  ".join(level))
+
+    def do_run(self, opts: dict[str, Any]) -> None:
+        params = dict(parse_param(p) for p in opts["param"])
+        run = services.start_run(
+            opts["workflow"], params, idempotency_key=opts["idempotency_key"], origin="cli"
+        )
+        if getattr(run, "created", True):
+            self.stdout.write(f"Started run #{run.pk} of {run.workflow}")
+        else:
+            self.stdout.write(f"Run #{run.pk} already exists for that idempotency key ({run.status})")
+        if opts["wait"]:
+            self.follow(run.pk)
+
+    def do_resume(self, opts: dict[str, Any]) -> None:
+        mode, step = "resume", None
+        if opts["retry_failed"]:
+            mode = "retry_failed"
+        elif opts["continue_from"]:
+            mode, step = "continue_from", opts["continue_from"]
+        elif opts["only"]:
+            mode, step = "only", opts["only"]
+        plan = services.resume_run(
+            opts["run_id"], mode, step=step, skip=opts["skip"], origin="cli",
+            confirm_definition_change=opts["confirm_definition_change"],
+            clear_items=opts["clear_items"],
+        )
+        self.stdout.write(f"Run #{opts['run_id']} resumed. {plan.summary()}")
+        if opts["wait"]:
+            self.follow(opts["run_id"])
+
+    def do_cancel(self, opts: dict[str, Any]) -> None:
+        run = services.cancel_run(opts["run_id"], reason=opts["reason"], origin="cli")
+        self.stdout.write(f"Run #{run.pk} is {run.status}")
+
+    def do_status(self, opts: dict[str, Any]) -> None:
+        run = services.get_run(opts["run_id"])
+        self.print_run(run)
+
+    def do_history(self, opts: dict[str, Any]) -> None:
+        qs = Run.objects.all()
+        if opts["workflow"]:
+            qs = qs.filter(workflow=opts["workflow"])
+        if opts["status"]:
+            qs = qs.filter(status=opts["status"])
+        if opts["limit"] < 1:
+            raise CommandError("--limit must be at least 1")
+        rows = list(qs.order_by("-id")[: opts["limit"]])
+        if not rows:
+            self.stdout.write("No runs.")
+        for r in rows:
+            when = timezone.localtime(r.created_at).strftime("%Y-%m-%d %H:%M:%S")
+            self.stdout.write(
+                f"#{r.pk:<6} {r.workflow:<20} {SYMBOLS.get(r.status, '')} {r.status:<10} "
+                f"{r.progress * 100:5.1f}%  {when}  {r.error_summary}"
+            )
+
+    def do_cleanup(self, opts: dict[str, Any]) -> None:
+        days = opts["older_than"]
+        if days < 0:
+            raise CommandError("--older-than must not be negative")
+        cutoff = timezone.now() - timedelta(days=days)
+        qs = Run.objects.filter(status__in=list(RUN_FINISHED), created_at__lt=cutoff)
+        count = qs.count()
+        qs.delete()
+        self.stdout.write(f"Deleted {count} finished run(s) older than {days:g} day(s)")
+
+    def do_recover(self, opts: dict[str, Any]) -> None:
+        from runs.recovery import recover
+
+        self.stdout.write(str(recover()))
+
+    def do_worker(self, opts: dict[str, Any]) -> None:
+        from runs import jobs  # noqa: F401  (imported before forking)
+        from runs.queue import get_queue
+        from runs.worker import RecoveryThread, StepflowSimpleWorker, StepflowWorker
+        from django.db import connections
+
+        queues = [get_queue(q) for name in opts["queues"] for q in name.split(",") if q]
+        cls = StepflowSimpleWorker if opts["simple"] else StepflowWorker
+        worker = cls(queues, connection=queues[0].connection, name=opts["name"])
+        recovery = None
+        if not opts["no_recovery"]:
+            recovery = RecoveryThread(queues[0].connection)
+            recovery.start()
+        connections.close_all()
+        try:
+            worker.work(burst=opts["burst"], with_scheduler=True, logging_level="WARNING")
+        finally:
+            if recovery is not None:
+                recovery.stopping.set()
+
+    # -- output -------------------------------------------------------------------
+    def print_run(self, run: Run) -> None:
+        try:
+            declared = registry.get(run.workflow).params
+        except StepflowError:
+            declared = {}
+        self.stdout.write(
+            f"Run #{run.pk} {run.workflow}  {SYMBOLS.get(run.status, '')} {run.status}  "
+            f"{run.progress * 100:.0f}%  attempt {run.attempt}"
+        )
+        params = mask_params(declared, run.params)
+        if params:
+            self.stdout.write("  params: " + json.dumps(params, sort_keys=True))
+        if run.error_summary:
+            self.stdout.write(f"  error: {run.error_summary}")
+        for s in run.steps.all():
+            extra = ""
+            if s.progress_total:
+                extra = f"  {s.progress_current or 0:g}/{s.progress_total:g}"
+            if s.items_done:
+                extra += f"  items {s.items_done}"
+            if s.error and s.status in ("failed", "timed_out", "retrying"):
+                extra += f"  {s.error.strip().splitlines()[-1]}"
+            if s.skip_reason and s.status == "skipped":
+                extra += f"  ({s.skip_reason})"
+            self.stdout.write(
+                f"  {SYMBOLS.get(s.status, '')} {s.name:<20} {s.status:<10} "
+                f"{s.attempts} attempt(s){extra}"
+            )
+
+    def follow(self, run_id: int) -> None:
+        last = None
+        interactive = sys.stdout.isatty()
+        while True:
+            run = Run.objects.get(pk=run_id)
+            steps = list(run.steps.all())
+            current = next((s.name for s in steps if s.status in ("running", "retrying", "queued")), "")
+            bar = "█" * int(run.progress * 30) + "░" * (30 - int(run.progress * 30))
+            line = f"#{run.pk} {bar} {run.progress * 100:5.1f}%  {run.status}  {current}"
+            if line != last:
+                if interactive:
+                    self.stdout.write("\r" + line, ending="")
+                else:
+                    self.stdout.write(line)
+                last = line
+            if run.status in RUN_FINISHED:
+                break
+            time.sleep(0.5)
+        if interactive:
+            self.stdout.write("")
+        self.print_run(run)
+        if run.status == RunStatus.FAILED:
+            failed = run.steps.filter(name=run.failed_step).first()
+            if failed is not None and failed.error:
+                self.stdout.write(f"\n{failed.name} failed: {failed.error}")
+            self.stdout.write("\nTo resume:")
+            self.stdout.write(f"  python manage.py stepflow resume {run.pk} --retry-failed")
+            if run.failed_step:
+                self.stdout.write(
+                    f"  python manage.py stepflow resume {run.pk} --continue-from {run.failed_step}"
+                )
+            raise CommandError(f"Run #{run.pk} failed")
+        if run.status == RunStatus.CANCELLED:
+            self.stdout.write(f"\nTo resume:\n  python manage.py stepflow resume {run.pk}")

@@ -1,0 +1,103 @@
+"""Recovery: the reaper (dead workers), the reconciler (lost queue jobs, unfinished runs)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from stepflow import states
+from stepflow.execution import AttemptOutcome
+from stepflow.states import AttemptStatus, RunStatus, StepStatus
+
+from . import engine, queue
+from .models import Run, StepRun
+
+log = logging.getLogger("stepflow.recovery")
+
+#: A queued step whose job is missing is re-enqueued only after this many
+#: seconds, so a job about to be enqueued by a committing transaction is not doubled.
+ENQUEUE_GRACE = 5.0
+
+
+@dataclass
+class Report:
+    reaped: list[str] = field(default_factory=list)
+    requeued: list[str] = field(default_factory=list)
+    finalized: list[int] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (
+            f"{len(self.reaped)} lost attempt(s) reaped, {len(self.requeued)} step(s) re-enqueued, "
+            f"{len(self.finalized)} run(s) advanced"
+        )
+
+
+def reap(timeout: float | None = None) -> list[str]:
+    """Running steps whose heartbeat is stale: their attempt failed ("worker lost")."""
+    timeout = timeout if timeout is not None else engine.engine_setting("HEARTBEAT_TIMEOUT")
+    cutoff = timezone.now() - timedelta(seconds=timeout)
+    reaped = []
+    for step in StepRun.objects.filter(status=StepStatus.RUNNING, heartbeat_at__lt=cutoff):
+        outcome = AttemptOutcome(
+            AttemptStatus.WORKER_LOST,
+            error=f"worker lost: {step.worker or 'unknown worker'} stopped beating its heartbeat",
+        )
+        # record_outcome re-checks under the lock that this attempt is still the running one.
+        status = engine.record_outcome(step.pk, step.attempts, outcome, "stepflow-reaper")
+        if status is not None:
+            reaped.append(f"{step.name} of run #{step.run_id} -> {status}")
+            log.warning("reaped %s attempt %s: %s", step, step.attempts, status)
+    return reaped
+
+
+def reconcile() -> tuple[list[str], list[int]]:
+    """Re-enqueue queued/retrying steps whose job is gone from Redis, and
+    advance active runs that have nothing active left."""
+    now = timezone.now()
+    requeued = []
+    for step in StepRun.objects.filter(
+        status__in=[StepStatus.QUEUED, StepStatus.RETRYING],
+        run__status__in=[RunStatus.RUNNING, RunStatus.CANCELLING],
+    ).select_related("run"):
+        attempt = step.attempts + 1
+        jid = queue.job_id(step.pk, attempt)
+        if step.enqueued_at and (now - step.enqueued_at).total_seconds() < ENQUEUE_GRACE:
+            continue
+        if queue.job_exists(jid):
+            continue
+        delay = 0.0
+        if step.status == StepStatus.RETRYING and step.retry_at and step.retry_at > now:
+            delay = (step.retry_at - now).total_seconds()
+        try:
+            spec = engine.workflow_of(step.run).steps.get(step.name)
+        except Exception:
+            spec = None
+        queue.enqueue_step(step.pk, attempt, step.queue, spec.timeout if spec else None, delay)
+        StepRun.objects.filter(pk=step.pk).update(enqueued_at=now)
+        requeued.append(f"{step.name} of run #{step.run_id}")
+        log.warning("re-enqueued %s attempt %s (its job was lost)", step, attempt)
+    finalized = []
+    active = list(states.STEP_ACTIVE)
+    for run_id in Run.objects.filter(
+        status__in=[RunStatus.RUNNING, RunStatus.CANCELLING, RunStatus.PENDING]
+    ).exclude(steps__status__in=active).values_list("pk", flat=True):
+        with transaction.atomic():
+            run = engine.lock_run(run_id)
+            if run.status not in (RunStatus.RUNNING, RunStatus.CANCELLING):
+                continue
+            if run.steps.filter(status__in=active).exists():
+                continue
+            engine.advance_run(run, actor="stepflow-reconciler")
+            finalized.append(run_id)
+    return requeued, finalized
+
+
+def recover() -> Report:
+    report = Report()
+    report.reaped = reap()
+    report.requeued, report.finalized = reconcile()
+    return report

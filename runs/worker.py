@@ -1,0 +1,65 @@
+"""stepflow's RQ workers: close DB connections before forking, and run the
+reaper/reconciler in the background so no extra process is needed."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from django.db import close_old_connections, connections
+from rq import SimpleWorker, Worker
+
+from . import engine
+
+log = logging.getLogger("stepflow.worker")
+
+#: Redis key that lets one worker at a time run recovery.
+RECOVERY_LOCK = "stepflow:recovery-lock"
+
+
+class StepflowWorker(Worker):
+    """The forking worker: every job in a fresh child, DB connections closed before the fork."""
+
+    def fork_work_horse(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        connections.close_all()
+        return super().fork_work_horse(*args, **kwargs)
+
+
+class StepflowSimpleWorker(SimpleWorker):
+    """Runs jobs in the worker process itself (faster; a crash takes the worker with it)."""
+
+    def execute_job(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        close_old_connections()
+        try:
+            return super().execute_job(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+
+class RecoveryThread(threading.Thread):
+    """Every REAPER_INTERVAL seconds, one worker (by a Redis lock) reaps lost
+    attempts and re-enqueues lost jobs."""
+
+    def __init__(self, redis, interval: float | None = None) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(name="stepflow-recovery", daemon=True)
+        self.redis = redis
+        self.interval = interval or engine.engine_setting("REAPER_INTERVAL")
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        from .recovery import recover
+
+        while not self.stopping.wait(self.interval):
+            try:
+                if self.redis.set(RECOVERY_LOCK, "1", nx=True, px=int(self.interval * 900)):
+                    report = recover()
+                    if report.reaped or report.requeued or report.finalized:
+                        log.warning("recovery: %s", report)
+            except Exception:
+                log.exception("recovery pass failed; will try again")
+                close_old_connections()
+                try:
+                    connections.close_all()
+                except Exception:
+                    pass
+        connections.close_all()
