@@ -56,11 +56,16 @@ register(
         params=[
             Param("env", "choice", default="staging", choices=("staging", "production")),
             Param("version", "str", default="1.0.0", help="Release version"),
-            Param("fail_at", "choice", default="none",
-                  choices=("none", "prepare", "build", "template", "deploy"),
-                  help="Make this step fail"),
-            Param("step_seconds", "float", default=1.0, min=0, max=60,
-                  help="Seconds each step takes"),
+            Param(
+                "fail_at",
+                "choice",
+                default="none",
+                choices=("none", "prepare", "build", "template", "deploy"),
+                help="Make this step fail",
+            ),
+            Param(
+                "step_seconds", "float", default=1.0, min=0, max=60, help="Seconds each step takes"
+            ),
         ],
     )
 )
@@ -112,7 +117,12 @@ register(
         description="Processes N records with item checkpoints; crash_at fails once at item k.",
         params=[
             Param("items", "int", default=200_000, min=1, max=5_000_000),
-            Param("crash_at", "int", default=-1, help="Fail the first attempt at this item (-1: never)"),
+            Param(
+                "crash_at",
+                "int",
+                default=-1,
+                help="Fail the first attempt at this item (-1: never)",
+            ),
             Param("item_delay_ms", "float", default=0.0, min=0, max=1000),
         ],
     )

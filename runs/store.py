@@ -26,7 +26,9 @@ class DbStepStore:
         return dict(Checkpoint.objects.filter(step_id=self.step_id).values_list("key", "value"))
 
     def save_checkpoint(self, key: str, value: Any) -> None:
-        Checkpoint.objects.update_or_create(step_id=self.step_id, key=key, defaults={"value": value})
+        Checkpoint.objects.update_or_create(
+            step_id=self.step_id, key=key, defaults={"value": value}
+        )
 
     def load_done_items(self) -> ItemSet:
         return load_items(self.step_id)
@@ -41,8 +43,14 @@ class DbStepStore:
 
     def log(self, level: str, message: str, data: dict[str, Any]) -> None:
         events.record(
-            self.run_id, "log", message, step=self.name, level=level, actor=self.actor,
-            attempt=self.attempt, **data,
+            self.run_id,
+            "log",
+            message,
+            step=self.name,
+            level=level,
+            actor=self.actor,
+            attempt=self.attempt,
+            **data,
         )
 
     def save_metric(self, name: str, value: float) -> None:
@@ -89,7 +97,9 @@ def mark_items(step_id: int, keys: list[ItemKey]) -> int:
                 added += merged.bit_count() - before.bit_count()
         if strs:
             existing = set(
-                ItemKeyRow.objects.filter(step_id=step_id, key__in=strs).values_list("key", flat=True)
+                ItemKeyRow.objects.filter(step_id=step_id, key__in=strs).values_list(
+                    "key", flat=True
+                )
             )
             new = [ItemKeyRow(step_id=step_id, key=k) for k in strs if k not in existing]
             ItemKeyRow.objects.bulk_create(new, ignore_conflicts=True)

@@ -30,7 +30,9 @@ def main(argv: list[str]) -> int:
             [py, "-m", "mypy"],
         ):
             if run(cmd) != 0:
-                print("stepflow tests: a check failed; fix it before the tests run", file=sys.stderr)
+                print(
+                    "stepflow tests: a check failed; fix it before the tests run", file=sys.stderr
+                )
                 return 1
     os.environ.setdefault("DEBUG", "1")
     server = ensure_env_redis(ROOT / "var")
@@ -39,7 +41,13 @@ def main(argv: list[str]) -> int:
         f"redis: {os.environ['REDIS_URL']}{' (embedded)' if server else ''}",
         flush=True,
     )
-    code = run([py, "-m", "pytest", *argv])
+    try:
+        code = run([py, "-m", "pytest", *argv])
+    finally:
+        if server is not None:
+            from runs.embedded import stop_redis
+
+            stop_redis(server)
     if code == 5:
         print("stepflow tests: no tests ran, which counts as a failure", file=sys.stderr)
         return 1

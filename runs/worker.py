@@ -53,7 +53,7 @@ class RecoveryThread(threading.Thread):
             try:
                 if self.redis.set(RECOVERY_LOCK, "1", nx=True, px=int(self.interval * 900)):
                     report = recover()
-                    if report.reaped or report.requeued or report.finalized:
+                    if report.reaped or report.requeued or report.finalized or report.stopped:
                         log.warning("recovery: %s", report)
             except Exception:
                 log.exception("recovery pass failed; will try again")

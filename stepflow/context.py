@@ -117,7 +117,9 @@ class StepContext:
     def checkpoint(self, key: str, value: Any) -> None:
         """Save a small JSON value durably (done when this returns)."""
         if not isinstance(key, str) or not key or len(key) > 200:
-            raise ValueError("a checkpoint key must be a non-empty string of at most 200 characters")
+            raise ValueError(
+                "a checkpoint key must be a non-empty string of at most 200 characters"
+            )
         try:
             json.dumps(value)
         except (TypeError, ValueError) as exc:
@@ -161,7 +163,7 @@ class StepContext:
             item = next(it, _END)
             if item is _END:
                 return
-            yield from self._one(item, pos, done)  # type: ignore[arg-type]
+            yield from self._one(item, pos, done)
             pos += 1
 
     def _one(self, item: T, k: ItemKey, done: ItemSet) -> Iterator[T]:
@@ -189,7 +191,9 @@ class StepContext:
         self._last_flush = self._clock()
 
     # -- progress, logs, metrics -----------------------------------------------------
-    def progress(self, current: float | None, total: float | None = None, message: str = "") -> None:
+    def progress(
+        self, current: float | None, total: float | None = None, message: str = ""
+    ) -> None:
         """Report in-step progress; stored at most once a second."""
         self._progress = (current, total, str(message)[:500])
         self._progress_dirty = True

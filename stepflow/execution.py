@@ -94,13 +94,15 @@ def run_attempt(
                     outcome = AttemptOutcome(AttemptStatus.SKIPPED, result)
                 elif not result.success:
                     outcome = AttemptOutcome(
-                        AttemptStatus.FAILED, result, error=result.error or "the step reported failure"
+                        AttemptStatus.FAILED,
+                        result,
+                        error=result.error or "the step reported failure",
                     )
                 else:
                     outcome = AttemptOutcome(AttemptStatus.COMPLETED, result)
     except Cancelled as exc:
         outcome = AttemptOutcome(AttemptStatus.CANCELLED, error="cancelled", exception=exc)
-    except timeout_errors as exc:
+    except timeout_errors:
         secs = f" after {step.timeout:g}s" if step.timeout else ""
         outcome = AttemptOutcome(
             AttemptStatus.TIMED_OUT,
@@ -110,7 +112,10 @@ def run_attempt(
         )
     except Exception as exc:
         outcome = AttemptOutcome(
-            AttemptStatus.FAILED, error=describe_error(exc), traceback=tb.format_exc(), exception=exc
+            AttemptStatus.FAILED,
+            error=describe_error(exc),
+            traceback=tb.format_exc(),
+            exception=exc,
         )
     finally:
         ctx.finish(success=outcome is not None and outcome.succeeded)

@@ -207,7 +207,7 @@ class LocalRunner:
         fractions = {}
         for name, store in self.stores.items():
             if store.progress and store.progress[1]:
-                fractions[name] = (store.progress[0] or 0) / store.progress[1]  # type: ignore[operator]
+                fractions[name] = (store.progress[0] or 0) / store.progress[1]
         return planner.weighted_progress(self.workflow, self.statuses, fractions)
 
     # -- internals ----------------------------------------------------------------
@@ -217,9 +217,7 @@ class LocalRunner:
 
     def _set_step(self, name: str, target: StepStatus) -> None:
         report = self.steps[name]
-        report.status = StepStatus(
-            states.transition(report.status, target, f"Step {name!r}")
-        )
+        report.status = StepStatus(states.transition(report.status, target, f"Step {name!r}"))
         self._notify(name)
 
     def _notify(self, name: str) -> None:
@@ -228,7 +226,7 @@ class LocalRunner:
 
     def _recover_lost(self) -> None:
         """Steps left running or queued by a crash count as a lost attempt."""
-        for name, report in self.steps.items():
+        for report in self.steps.values():
             if report.status == S.RUNNING:
                 report.attempts[-1].status = AttemptStatus.WORKER_LOST
                 report.attempts[-1].error = "worker lost"
@@ -239,9 +237,7 @@ class LocalRunner:
             self.status = RunStatus.FAILED
 
     def _ctx(self, name: str, attempt: int) -> StepContext:
-        inputs = {
-            d: self.steps[d].output for d in self.workflow.steps[name].depends_on
-        }
+        inputs = {d: self.steps[d].output for d in self.workflow.steps[name].depends_on}
         step = self.workflow.steps[name]
         deadline = self.clock() + step.timeout if step.timeout else None
         return StepContext(
@@ -276,6 +272,7 @@ class LocalRunner:
                 scope=self.scope,
                 cancelling=cancelling,
                 limit=self.workflow.max_parallel,
+                skip_reasons={n: r.skip_reason for n, r in self.steps.items()},
             )
             for name, reason in adv.skipped.items():
                 self._set_step(name, S.SKIPPED)
@@ -316,6 +313,8 @@ class LocalRunner:
             self._set_step(name, decision.status)
             if decision.status == S.COMPLETED:
                 self._completed_order.append(name)
+            if decision.status == S.SKIPPED:
+                report.skip_reason = planner.REASON_CAN_SKIP
             if decision.status != S.RETRYING:
                 return
             self.sleep(decision.retry_in or 0.0)

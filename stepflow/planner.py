@@ -28,6 +28,7 @@ MODES = ("resume", "retry_failed", "continue_from", "only")
 #: Skip reasons (stored with the step and shown to users).
 REASON_CONDITION = "condition is false"
 REASON_USER = "skipped on request"
+REASON_CAN_SKIP = "can_skip: already done"
 
 
 def upstream_reason(deps: Iterable[str]) -> str:
@@ -70,6 +71,7 @@ def advance(
     scope: Collection[str] | None = None,
     cancelling: bool = False,
     limit: int | None = None,
+    skip_reasons: Mapping[str, str] | None = None,
 ) -> Advance:
     """Given the current step statuses, decide what becomes ready or skipped,
     and whether the run is finished.
@@ -77,11 +79,24 @@ def advance(
     ``condition(name)`` evaluates a step's ``when`` (only called for steps
     that declare one, once their dependencies are settled); ``scope`` limits
     which pending steps may start (``only=``); ``cancelling`` starts nothing;
-    ``limit`` caps how many steps may be active at once (``max_parallel``).
+    ``limit`` caps how many steps may be active at once (``max_parallel``);
+    ``skip_reasons`` tells why skipped steps were skipped: only a branch ruled
+    out by a condition skips its dependants, a step skipped on request or by
+    ``can_skip`` lets them run (without reasons, every skip rules them out).
     """
     current = {n: str(statuses[n]) for n in workflow.steps}
+    reasons = dict(skip_reasons or {})
     ready: list[str] = []
     skipped: dict[str, str] = {}
+
+    def rules_out(dep: str) -> bool:
+        if current[dep] != S.SKIPPED:
+            return False
+        if skip_reasons is None:
+            return True
+        reason = reasons.get(dep, "")
+        return reason == REASON_CONDITION or reason.startswith("upstream skipped")
+
     halted = cancelling or blocking_failure(workflow, current) is not None
     if not halted:
         changed = True
@@ -96,10 +111,10 @@ def advance(
                 deps = step.depends_on
                 if not all(_settled(workflow.steps[d], current[d]) for d in deps):
                     continue
-                if deps and all(current[d] == S.SKIPPED for d in deps):
-                    skipped[name] = upstream_reason(deps)
+                if deps and all(rules_out(d) for d in deps):
+                    skipped[name] = reasons[name] = upstream_reason(deps)
                 elif step.has_condition and condition is not None and not condition(name):
-                    skipped[name] = REASON_CONDITION
+                    skipped[name] = reasons[name] = REASON_CONDITION
                 else:
                     ready.append(name)
                     continue
@@ -129,7 +144,9 @@ def _final_status(
 def plan_start(workflow: Workflow, condition: Callable[[str], bool] | None = None) -> Advance:
     """The first steps of a new run."""
     return advance(
-        workflow, dict.fromkeys(workflow.steps, S.PENDING.value), condition=condition,
+        workflow,
+        dict.fromkeys(workflow.steps, S.PENDING.value),
+        condition=condition,
         limit=workflow.max_parallel,
     )
 
@@ -207,8 +224,7 @@ def plan_resume(
     undone = set(rerun)
     if mode == "resume":
         reset = [
-            n for n in workflow.order()
-            if current[n] in (*STEP_FAILED, S.CANCELLED) or n in undone
+            n for n in workflow.order() if current[n] in (*STEP_FAILED, S.CANCELLED) or n in undone
         ]
     elif mode == "retry_failed":
         failed = [n for n in workflow.order() if current[n] in STEP_FAILED]
@@ -216,7 +232,8 @@ def plan_resume(
             raise PlanError("Nothing to retry: no step failed")
         below = set().union(*(workflow.downstream(n) for n in failed))
         reset = [
-            n for n in workflow.order()
+            n
+            for n in workflow.order()
             if n in failed or n in undone or (n in below and current[n] == S.CANCELLED)
         ]
     elif mode == "continue_from":
@@ -236,8 +253,10 @@ def plan_resume(
             raise PlanError(f"Cannot skip {n!r}: it already completed")
         after[n] = S.SKIPPED
     will_run = [
-        n for n in workflow.order()
-        if after[n] == S.PENDING and (scope is None or n in scope)
+        n
+        for n in workflow.order()
+        if after[n] == S.PENDING
+        and (scope is None or n in scope)
         and not _blocked(workflow, after, n)
     ]
     if not will_run and not [n for n in skip if current[n] != S.SKIPPED]:

@@ -38,7 +38,9 @@ class Retry:
                 f"Retry backoff_factor must be at least 1, not {self.backoff_factor}"
             )
         if not 0 <= self.jitter <= 1:
-            raise WorkflowDefinitionError(f"Retry jitter must be between 0 and 1, not {self.jitter}")
+            raise WorkflowDefinitionError(
+                f"Retry jitter must be between 0 and 1, not {self.jitter}"
+            )
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""

@@ -6,7 +6,9 @@ worker jobs, the admin) is checked by :func:`transition`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
 from .errors import InvalidTransition
 
@@ -74,9 +76,7 @@ RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
 STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
     S.PENDING: frozenset({S.QUEUED, S.SKIPPED, S.CANCELLED}),
     S.QUEUED: frozenset({S.RUNNING, S.CANCELLED}),
-    S.RUNNING: frozenset(
-        {S.COMPLETED, S.RETRYING, S.FAILED, S.TIMED_OUT, S.SKIPPED, S.CANCELLED}
-    ),
+    S.RUNNING: frozenset({S.COMPLETED, S.RETRYING, S.FAILED, S.TIMED_OUT, S.SKIPPED, S.CANCELLED}),
     S.RETRYING: frozenset({S.QUEUED, S.CANCELLED}),
     # Reset by resume / retry-failed / continue-from / only, or skipped by an explicit skip.
     S.FAILED: frozenset({S.PENDING, S.SKIPPED}),
@@ -99,7 +99,7 @@ def allowed_sources(target: StepStatus | RunStatus) -> frozenset[str]:
     return frozenset(src.value for src, targets in _table(target).items() if target in targets)
 
 
-def _table(target: RunStatus | StepStatus) -> dict:
+def _table(target: RunStatus | StepStatus) -> Mapping[Any, frozenset[Any]]:
     return RUN_TRANSITIONS if isinstance(target, RunStatus) else STEP_TRANSITIONS
 
 

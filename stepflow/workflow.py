@@ -63,7 +63,8 @@ class Workflow:
             self.params[p.name] = p
         if max_parallel is not None and (not isinstance(max_parallel, int) or max_parallel < 1):
             raise WorkflowDefinitionError(
-                f"Workflow {name!r} has an invalid max_parallel {max_parallel!r}: use an integer >= 1"
+                f"Workflow {name!r} has an invalid max_parallel {max_parallel!r}: "
+                "use an integer >= 1"
             )
         self._check_dependencies()
         self._levels = self._compute_levels()
@@ -75,7 +76,9 @@ class Workflow:
     # -- validation ---------------------------------------------------------------
     def _check_dependencies(self) -> None:
         unknown = [
-            f"{s.name} -> {dep}" for s in self.steps.values() for dep in s.depends_on
+            f"{s.name} -> {dep}"
+            for s in self.steps.values()
+            for dep in s.depends_on
             if dep not in self.steps
         ]
         if unknown:
@@ -99,7 +102,7 @@ class Workflow:
             stack.append(n)
             for m in children[n]:
                 if colour[m] == 1:
-                    return [*stack[stack.index(m):], m]
+                    return [*stack[stack.index(m) :], m]
                 if colour[m] == 0 and (found := visit(m)):
                     return found
             stack.pop()
@@ -277,7 +280,9 @@ class Workflow:
                 steps.append(new)
                 continue
             if target in s.depends_on:
-                s = s.replace(depends_on=tuple(new.name if d == target else d for d in s.depends_on))
+                s = s.replace(
+                    depends_on=tuple(new.name if d == target else d for d in s.depends_on)
+                )
             steps.append(s)
         return self._derive(steps, name, version)
 

@@ -12,17 +12,24 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from runs import services
+from runs.models import Run, RunStatus
 from stepflow.errors import StepflowError
 from stepflow.params import mask_params
 from stepflow.registry import registry
 from stepflow.states import RUN_FINISHED
 
-from runs import services
-from runs.models import Run, RunStatus
-
 SYMBOLS = {
-    "pending": "◌", "queued": "◌", "running": "●", "retrying": "↻", "completed": "✓",
-    "failed": "✕", "timed_out": "⏱", "skipped": "⤼", "cancelled": "⊘", "cancelling": "⊘",
+    "pending": "◌",
+    "queued": "◌",
+    "running": "●",
+    "retrying": "↻",
+    "completed": "✓",
+    "failed": "✕",
+    "timed_out": "⏱",
+    "skipped": "⤼",
+    "cancelled": "⊘",
+    "cancelling": "⊘",
 }
 
 
@@ -34,7 +41,10 @@ def parse_param(text: str) -> tuple[str, str]:
 
 
 class Command(BaseCommand):
-    help = "Operate stepflow workflows and runs: workflows, run, resume, cancel, status, history, cleanup, worker, recover."
+    help = (
+        "Operate stepflow workflows and runs: workflows, run, resume, cancel, status, history, "
+        "cleanup, worker, recover."
+    )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -74,7 +84,9 @@ class Command(BaseCommand):
 
         p = sub.add_parser("worker", help="Start a worker (with the scheduler and recovery)")
         p.add_argument("queues", nargs="*", default=["default"])
-        p.add_argument("--simple", action="store_true", help="Run jobs in the worker process (no fork)")
+        p.add_argument(
+            "--simple", action="store_true", help="Run jobs in the worker process (no fork)"
+        )
         p.add_argument("--burst", action="store_true", help="Stop when the queues are empty")
         p.add_argument("--name")
         p.add_argument("--no-recovery", action="store_true")
@@ -105,7 +117,9 @@ class Command(BaseCommand):
         if getattr(run, "created", True):
             self.stdout.write(f"Started run #{run.pk} of {run.workflow}")
         else:
-            self.stdout.write(f"Run #{run.pk} already exists for that idempotency key ({run.status})")
+            self.stdout.write(
+                f"Run #{run.pk} already exists for that idempotency key ({run.status})"
+            )
         if opts["wait"]:
             self.follow(run.pk)
 
@@ -118,7 +132,11 @@ class Command(BaseCommand):
         elif opts["only"]:
             mode, step = "only", opts["only"]
         plan = services.resume_run(
-            opts["run_id"], mode, step=step, skip=opts["skip"], origin="cli",
+            opts["run_id"],
+            mode,
+            step=step,
+            skip=opts["skip"],
+            origin="cli",
             confirm_definition_change=opts["confirm_definition_change"],
             clear_items=opts["clear_items"],
         )
@@ -168,10 +186,11 @@ class Command(BaseCommand):
         self.stdout.write(str(recover()))
 
     def do_worker(self, opts: dict[str, Any]) -> None:
+        from django.db import connections
+
         from runs import jobs  # noqa: F401  (imported before forking)
         from runs.queue import get_queue
         from runs.worker import RecoveryThread, StepflowSimpleWorker, StepflowWorker
-        from django.db import connections
 
         queues = [get_queue(q) for name in opts["queues"] for q in name.split(",") if q]
         cls = StepflowSimpleWorker if opts["simple"] else StepflowWorker
@@ -223,7 +242,9 @@ class Command(BaseCommand):
         while True:
             run = Run.objects.get(pk=run_id)
             steps = list(run.steps.all())
-            current = next((s.name for s in steps if s.status in ("running", "retrying", "queued")), "")
+            current = next(
+                (s.name for s in steps if s.status in ("running", "retrying", "queued")), ""
+            )
             bar = "█" * int(run.progress * 30) + "░" * (30 - int(run.progress * 30))
             line = f"#{run.pk} {bar} {run.progress * 100:5.1f}%  {run.status}  {current}"
             if line != last:

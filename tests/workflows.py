@@ -1,0 +1,214 @@
+"""Workflows used by the integration, browser and fault tests (also loaded by test workers).
+
+Side effects are counted in Redis (the "ledger") so tests can check that
+nothing ran twice; behaviour is switched by Redis flags, so a test can make a
+step fail and then let a retry succeed.
+"""
+
+from __future__ import annotations
+
+import time
+
+from stepflow import Param, Retry, Step, StepContext, StepResult, Workflow, register, step
+
+
+def redis():  # type: ignore[no-untyped-def]
+    import django_rq
+
+    return django_rq.get_connection("default")
+
+
+def ledger(ctx: StepContext, name: str | None = None) -> None:
+    redis().hincrby(f"ledger:{ctx.run_id}", name or ctx.step_name, 1)
+
+
+def should_fail(name: str) -> bool:
+    return bool(redis().get(f"fail:{name}"))
+
+
+def _simple(name: str, **settings: object) -> Step:
+    def body(ctx: StepContext) -> dict[str, object]:
+        ledger(ctx)
+        time.sleep(float(ctx.params.get("sleep", 0)))
+        if should_fail(name):
+            raise RuntimeError(f"{name} exploded")
+        return {"step": name, "at": time.time()}
+
+    body.__name__ = name
+    return step(name, **settings)(body)  # type: ignore[arg-type]
+
+
+register(
+    Workflow(
+        "t_deploy",
+        [
+            _simple("prepare"),
+            _simple("build", depends_on="prepare", weight=3),
+            _simple("template", depends_on="build"),
+            _simple("deploy", depends_on="template", weight=2),
+        ],
+        params=[Param("sleep", "float", default=0.0), Param("note", "str", default="")],
+    ),
+    replace=True,
+)
+
+
+def _timed(name: str, **settings: object) -> Step:
+    def body(ctx: StepContext) -> dict[str, object]:
+        ledger(ctx)
+        start = time.time()
+        time.sleep(float(ctx.params.get("sleep", 0.0)))
+        return {"start": start, "end": time.time(), "worker": ctx.attempt}
+
+    body.__name__ = name
+    return step(name, **settings)(body)  # type: ignore[arg-type]
+
+
+register(
+    Workflow(
+        "t_diamond",
+        [
+            _timed("a"),
+            _timed("b", depends_on="a"),
+            _timed("c", depends_on="a"),
+            _timed("d", depends_on=["b", "c"]),
+        ],
+        params=[Param("sleep", "float", default=1.0)],
+    ),
+    replace=True,
+)
+
+
+@step(retry=Retry(max_attempts=3, backoff_base=0.3, backoff_factor=2))
+def flaky(ctx: StepContext) -> dict[str, int]:
+    ledger(ctx)
+    if ctx.attempt <= 2:
+        raise ConnectionError(f"attempt {ctx.attempt} failed")
+    return {"attempt": ctx.attempt}
+
+
+register(Workflow("t_retry", [flaky]), replace=True)
+
+
+@step(timeout=1.0)
+def sleepy(ctx: StepContext) -> None:
+    ledger(ctx)
+    time.sleep(10)
+
+
+register(Workflow("t_timeout", [sleepy]), replace=True)
+
+
+def _record_rollback(ctx: StepContext, result: StepResult) -> None:
+    redis().rpush(f"rollback:{ctx.run_id}", ctx.step_name)
+
+
+def _rb(name: str, **settings: object) -> Step:
+    def body(ctx: StepContext) -> StepResult:
+        ledger(ctx)
+        if should_fail(name):
+            raise RuntimeError(f"{name} exploded")
+        return StepResult(data={"step": name}, rollback_data={"undo": name})
+
+    body.__name__ = name
+    return step(name, rollback=_record_rollback, **settings)(body)  # type: ignore[arg-type]
+
+
+register(
+    Workflow(
+        "t_rollback",
+        [
+            _rb("one"),
+            _rb("two", depends_on="one"),
+            _simple("plain", depends_on="two"),
+            _rb("three", depends_on="plain"),
+            _rb("four", depends_on="three"),
+        ],
+    ),
+    replace=True,
+)
+
+
+@step()
+def long_loop(ctx: StepContext) -> None:
+    ledger(ctx)
+    for i in range(600):
+        ctx.progress(i, 600, f"tick {i}")
+        time.sleep(0.05)
+
+
+@step(depends_on="long_loop")
+def after_loop(ctx: StepContext) -> None:
+    ledger(ctx)
+
+
+register(Workflow("t_cancel", [long_loop, after_loop]), replace=True)
+
+
+@step()
+def stubborn(ctx: StepContext) -> None:
+    """Ignores cancellation: stopped by the queue after the grace period."""
+    ledger(ctx)
+    time.sleep(60)
+
+
+register(Workflow("t_stubborn", [stubborn]), replace=True)
+
+
+class Items(Step):
+    name = "items"
+    retry = Retry(max_attempts=5, backoff_base=0.2)
+
+    def execute(self, ctx: StepContext) -> dict[str, int]:
+        r = redis()
+        total = int(ctx.params["count"])
+        delay = float(ctx.params["delay"])
+        pipe_every = 500
+        pipe = r.pipeline()
+        n = 0
+        key_mode = ctx.params["keys"]
+        source = range(total) if key_mode == "int" else [f"k{i}" for i in range(total)]
+        for item in ctx.items(source, key=None if key_mode == "int" else str):
+            pipe.hincrby(f"items:{ctx.run_id}", str(item), 1)
+            n += 1
+            if n % pipe_every == 0:
+                pipe.execute()
+            if delay:
+                time.sleep(delay)
+        pipe.execute()
+        return {"processed": n}
+
+
+register(
+    Workflow(
+        "t_items",
+        [Items()],
+        params=[
+            Param("count", "int", default=1000),
+            Param("delay", "float", default=0.0),
+            Param("keys", "choice", default="int", choices=("int", "str")),
+        ],
+    ),
+    replace=True,
+)
+
+
+@step(queue="heavy")
+def heavy_step(ctx: StepContext) -> dict[str, str]:
+    ledger(ctx)
+    return {"queue": "heavy"}
+
+
+register(Workflow("t_heavy", [heavy_step]), replace=True)
+
+
+@step()
+def busy(ctx: StepContext) -> None:
+    """A pure-Python loop that never looks at ctx.cancelled."""
+    ledger(ctx)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        sum(range(1000))
+
+
+register(Workflow("t_busy", [busy]), replace=True)
