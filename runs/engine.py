@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q
 from django.utils import timezone
 
 from stepflow import planner, states
@@ -24,7 +24,7 @@ from stepflow.states import AttemptStatus, RunStatus, StepStatus
 from stepflow.workflow import Workflow
 
 from . import events, queue
-from .models import Run, StepAttempt, StepRun
+from .models import Checkpoint, Run, StepAttempt, StepRun
 
 log = logging.getLogger("stepflow.engine")
 S = StepStatus
@@ -51,16 +51,68 @@ def lock_run(run_id: int) -> Run:
     return Run.objects.select_for_update().get(pk=run_id)
 
 
-def load_steps(run: Run) -> dict[str, StepRun]:
-    qs: QuerySet[StepRun] = run.steps.defer("output", "rollback_data", "metrics")
-    return {s.name: s for s in qs}
+@dataclass
+class StepState:
+    """What the engine needs of a step run, read without building model instances
+    (advance_run reads every step of the run after every step)."""
+
+    pk: int
+    run_id: int
+    name: str
+    status: str
+    attempts: int
+    skip_reason: str
+    error: str
+    progress_current: float | None
+    progress_total: float | None
+    rolled_back: bool
+
+    FIELDS = (
+        "pk",
+        "run_id",
+        "name",
+        "status",
+        "attempts",
+        "skip_reason",
+        "error",
+        "progress_current",
+        "progress_total",
+        "rolled_back_at",
+    )
+
+    @property
+    def fraction(self) -> float | None:
+        if self.progress_total:
+            return min(1.0, max(0.0, (self.progress_current or 0) / self.progress_total))
+        return None
 
 
-def set_step(step: StepRun, target: StepStatus, what: str | None = None, **fields: Any) -> None:
-    """Guarded update of one step's status (``WHERE status = <the status we read>``)."""
+def load_steps(run: Run) -> dict[str, StepState]:
+    rows = StepRun.objects.filter(run_id=run.pk).values_list(*StepState.FIELDS)
+    return {
+        row[2]: StepState(*row[:9], rolled_back=row[9] is not None)  # type: ignore[misc]
+        for row in rows
+    }
+
+
+def set_step(
+    step: StepRun | StepState,
+    target: StepStatus,
+    what: str | None = None,
+    *,
+    via: StepStatus | None = None,
+    guard: dict[str, Any] | None = None,
+    **fields: Any,
+) -> None:
+    """Guarded update of one step's status (``WHERE status = <the status we read>``
+    and the ``guard`` conditions); ``via`` checks a two-step change (retrying ->
+    queued -> running) made in one update."""
     name = what or f"Step {step.name!r} of run #{step.run_id}"
-    new = states.transition(step.status, target, name)
-    updated = StepRun.objects.filter(pk=step.pk, status=step.status).update(status=new, **fields)
+    new = states.transition(step.status, via, name) if via is not None else step.status
+    new = states.transition(new, target, name)
+    updated = StepRun.objects.filter(pk=step.pk, status=step.status, **(guard or {})).update(
+        status=new, **fields
+    )
     if not updated:
         raise StaleUpdate(f"{name} is no longer {step.status}")
     step.status = new
@@ -88,21 +140,25 @@ def statuses_of(wf: Workflow, steps: dict[str, StepRun]) -> dict[str, str]:
     return {name: steps[name].status for name in wf.steps}
 
 
-def outputs_of(run: Run, names: Iterable[str]) -> dict[str, Any]:
+def dependency_rows(run_id: int, names: Iterable[str]) -> dict[str, tuple[str, Any]]:
+    """{name: (status, output)} of the given steps, in one query."""
     names = list(names)
     if not names:
         return {}
-    return dict(run.steps.filter(name__in=names).values_list("name", "output"))
+    rows = StepRun.objects.filter(run_id=run_id, name__in=names).values_list(
+        "name", "status", "output"
+    )
+    return {name: (status, output) for name, status, output in rows}
 
 
 class _ReadOnlyStore:
     """The store behind a condition's context: conditions read, they do not write."""
 
-    def __init__(self, step: StepRun) -> None:
+    def __init__(self, step: StepRun | StepState) -> None:
         self.step = step
 
     def load_checkpoints(self) -> dict[str, Any]:
-        return dict(self.step.checkpoints.values_list("key", "value"))
+        return dict(Checkpoint.objects.filter(step_id=self.step.pk).values_list("key", "value"))
 
     def load_done_items(self) -> Any:
         from .store import load_items
@@ -117,79 +173,232 @@ class _ReadOnlyStore:
 
 
 def build_context(
-    run: Run, step: StepRun, wf: Workflow, attempt: int, store: Any, statuses: dict[str, str]
+    run: Run,
+    step: StepRun | StepState,
+    wf: Workflow,
+    attempt: int,
+    store: Any,
 ) -> StepContext:
-    spec = wf.steps[step.name]
+    """The context for ``step``: the run's parameters, and the outputs and
+    statuses of the step's dependencies."""
+    deps = dependency_rows(run.pk, wf.steps[step.name].depends_on)
     return StepContext(
         step_name=step.name,
         run_id=run.pk,
         attempt=attempt,
         params=run.params,
-        inputs=outputs_of(run, spec.depends_on),
+        inputs={n: output for n, (_, output) in deps.items()},
         store=store,
         settings=context_settings(),
-        statuses=statuses,
+        statuses={n: status for n, (status, _) in deps.items()},
     )
 
 
-def advance_run(run: Run, *, actor: str = "stepflow", wf: Workflow | None = None) -> None:
+def advance_run(
+    run: Run,
+    *,
+    actor: str = "stepflow",
+    wf: Workflow | None = None,
+    changed: str | None = None,
+    chain_queue: str | None = None,
+) -> StepState | None:
     """Under the run's lock: skip what a condition rules out, queue what is
-    ready, and finish the run when nothing is left to do."""
+    ready, and finish the run when nothing is left to do.
+
+    ``changed`` names the step that just finished: when it completed, only
+    its dependants are examined (cost independent of the run's size).
+    ``chain_queue``: when exactly one step became ready, on that queue, it is
+    queued but not enqueued and returned for the caller to run at once.
+    """
     wf = wf or workflow_of(run)
+    if changed is not None and run.status == RunStatus.RUNNING:
+        chained = _advance_frontier(run, wf, changed, actor, chain_queue)
+        if chained is not _FULL:
+            return chained  # type: ignore[no-any-return]
+    return _advance_all(run, wf, actor, chain_queue)
+
+
+#: _advance_frontier's answer when the whole run must be looked at.
+_FULL: Any = object()
+
+
+def _advance_all(run: Run, wf: Workflow, actor: str, chain_queue: str | None) -> StepState | None:
     steps = load_steps(run)
     statuses = statuses_of(wf, steps)
-
-    def condition(name: str) -> bool:
-        ctx = build_context(run, steps[name], wf, 0, _ReadOnlyStore(steps[name]), statuses)
-        return bool(wf.steps[name].when(ctx))
-
     adv = planner.advance(
         wf,
         statuses,
-        condition=condition,
+        condition=_condition(run, wf, steps, statuses),
         scope=run.scope,
         cancelling=run.status == RunStatus.CANCELLING,
         limit=wf.max_parallel,
         skip_reasons={n: s.skip_reason for n, s in steps.items()},
     )
-    now = timezone.now()
-    for name, reason in adv.skipped.items():
-        set_step(steps[name], S.SKIPPED, skip_reason=reason, finished_at=now)
-        events.record(run, "step_skipped", reason, step=name, actor=actor)
-    for name in adv.ready:
-        queue_step(run, steps[name], wf, actor=actor)
+    chained = _apply(run, wf, steps, adv, actor, chain_queue)
     if adv.run_status is not None:
         finish_run(run, adv.run_status, steps, wf, adv.not_run, actor=actor)
     else:
         update_progress(run, wf, steps)
+    return chained
 
 
-def queue_step(run: Run, step: StepRun, wf: Workflow, *, actor: str, delay: float = 0.0) -> None:
-    """pending -> queued, and put the next attempt on the step's queue after commit."""
+class _LazySteps(dict[str, StepState]):
+    """Step states of one run, loaded in batches and on demand."""
+
+    def __init__(self, run: Run, names: set[str], also_failed: bool = False) -> None:
+        super().__init__()
+        self.run = run
+        self.load(names, also_failed)
+
+    def load(self, names: set[str], also_failed: bool = False) -> None:
+        where = Q(name__in=names)
+        if also_failed:
+            where |= Q(status__in=list(states.STEP_FAILED))
+        rows = StepRun.objects.filter(where, run_id=self.run.pk).values_list(*StepState.FIELDS)
+        for row in rows:
+            self[row[2]] = StepState(*row[:9], rolled_back=row[9] is not None)  # type: ignore[misc]
+
+    def __missing__(self, name: str) -> StepState:
+        self.load({name})
+        return dict.__getitem__(self, name)
+
+
+class _StatusView(Mapping[str, str]):
+    def __init__(self, steps: dict[str, StepState], attr: str) -> None:
+        self.steps = steps
+        self.attr = attr
+
+    def __getitem__(self, name: str) -> str:
+        return str(getattr(self.steps[name], self.attr))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.steps)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+def _advance_frontier(
+    run: Run, wf: Workflow, changed: str, actor: str, chain_queue: str | None
+) -> StepState | None:
+    frontier = set(wf.dependants[changed])
+    needed = set(frontier)
+    for name in frontier:
+        needed.update(wf.steps[name].depends_on)
+    steps = _LazySteps(run, needed, also_failed=True)
+    if any(
+        s.status in states.STEP_FAILED and (s.name not in wf.steps or not wf.steps[s.name].optional)
+        for s in steps.values()
+    ):
+        return _FULL  # a required step failed: the run is ending
+    statuses = _StatusView(steps, "status")
+    active = None
+    if wf.max_parallel is not None:
+        active = StepRun.objects.filter(run_id=run.pk, status__in=list(states.STEP_ACTIVE)).count()
+    adv = planner.advance(
+        wf,
+        statuses,
+        condition=_condition(run, wf, steps, statuses),
+        scope=run.scope,
+        limit=wf.max_parallel,
+        skip_reasons=_StatusView(steps, "skip_reason"),
+        frontier=frontier,
+        active=active,
+    )
+    chained = _apply(run, wf, steps, adv, actor, chain_queue)
+    if adv.failed or not adv.ready:
+        still_active = StepRun.objects.filter(
+            run_id=run.pk, status__in=list(states.STEP_ACTIVE)
+        ).exists()
+        if not still_active:
+            return advance_run(run, actor=actor, wf=wf)  # decide the run's end on every status
+    maybe_update_progress(run, wf)
+    return chained
+
+
+def _condition(
+    run: Run, wf: Workflow, steps: dict[str, StepState], statuses: Mapping[str, str]
+) -> Callable[[str], bool]:
+    def condition(name: str) -> bool:
+        ctx = build_context(run, steps[name], wf, 0, _ReadOnlyStore(steps[name]))
+        return bool(wf.steps[name].when(ctx))
+
+    return condition
+
+
+def _apply(
+    run: Run,
+    wf: Workflow,
+    steps: dict[str, StepState],
+    adv: planner.Advance,
+    actor: str,
+    chain_queue: str | None,
+) -> StepState | None:
+    now = timezone.now()
+    for name, reason in adv.skipped.items():
+        set_step(steps[name], S.SKIPPED, skip_reason=reason, finished_at=now)
+        events.record(run, "step_skipped", reason, step=name, actor=actor)
+    for name, error in adv.failed.items():
+        set_step(steps[name], S.FAILED, error=error, finished_at=now)
+        events.record(run, "step_failed", error, step=name, actor=actor, level="error")
+    chain = (
+        chain_queue is not None
+        and len(adv.ready) == 1
+        and wf.steps[adv.ready[0]].queue == chain_queue
+    )
+    for name in adv.ready:
+        queue_step(run, steps[name], wf, actor=actor, enqueue=not chain)
+    return steps[adv.ready[0]] if chain else None
+
+
+def queue_step(
+    run: Run,
+    step: StepRun | StepState,
+    wf: Workflow,
+    *,
+    actor: str,
+    delay: float = 0.0,
+    enqueue: bool = True,
+) -> None:
+    """pending -> queued, and put the next attempt on the step's queue after commit
+    (``enqueue=False``: the calling worker runs it itself)."""
     spec = wf.steps[step.name]
     attempt = step.attempts + 1
     jid = queue.job_id(step.pk, attempt)
     set_step(step, S.QUEUED, job_id=jid, enqueued_at=timezone.now(), queue=spec.queue)
-    transaction.on_commit(
-        lambda: queue.enqueue_step(step.pk, attempt, spec.queue, spec.timeout, delay)
-    )
+    if enqueue:
+        transaction.on_commit(
+            lambda: queue.enqueue_step(step.pk, attempt, spec.queue, spec.timeout, delay)
+        )
 
 
-def update_progress(run: Run, wf: Workflow, steps: dict[str, StepRun]) -> None:
+#: Seconds between two progress updates of a run while its steps finish.
+PROGRESS_EVERY = 1.0
+
+
+def maybe_update_progress(run: Run, wf: Workflow) -> None:
+    """Recompute the run's progress if it was last done over a second ago
+    (it reads every step, so not after each one of a long run)."""
+    now = timezone.now()
+    if run.progress_at is None or (now - run.progress_at).total_seconds() >= PROGRESS_EVERY:
+        update_progress(run, wf, load_steps(run))
+
+
+def update_progress(run: Run, wf: Workflow, steps: dict[str, StepState]) -> None:
     fractions = {}
     for name, s in steps.items():
         if s.fraction is not None:
             fractions[name] = s.fraction
     progress = planner.weighted_progress(wf, statuses_of(wf, steps), fractions)
-    if abs(progress - run.progress) > 1e-9:
-        Run.objects.filter(pk=run.pk).update(progress=progress)
-        run.progress = progress
+    now = timezone.now()
+    Run.objects.filter(pk=run.pk).update(progress=progress, progress_at=now)
+    run.progress, run.progress_at = progress, now
 
 
 def finish_run(
     run: Run,
     status: RunStatus,
-    steps: dict[str, StepRun],
+    steps: dict[str, StepState],
     wf: Workflow,
     not_run: list[str],
     *,
@@ -221,7 +430,7 @@ def finish_run(
             s
             for s in steps.values()
             if s.status == S.COMPLETED
-            and s.rolled_back_at is None
+            and not s.rolled_back
             and s.name in wf.steps
             and wf.steps[s.name].has_rollback
         ]
@@ -247,19 +456,23 @@ def begin_attempt(step_run_id: int, attempt: int, worker: str, job_id: str) -> S
     delivery is a duplicate or late (the step is no longer waiting for it)."""
     now = timezone.now()
     with transaction.atomic():
-        step = StepRun.objects.select_for_update().filter(pk=step_run_id).first()
+        step = (
+            StepRun.objects.select_related("run")
+            .select_for_update(of=("self",))
+            .filter(pk=step_run_id)
+            .first()
+        )
         if step is None or step.attempts != attempt - 1:
             return None
         if step.status not in (S.QUEUED, S.RETRYING):
             return None
-        run = Run.objects.get(pk=step.run_id)
+        run = step.run
         if run.status != RunStatus.RUNNING:
             return None
-        if step.status == S.RETRYING:
-            set_step(step, S.QUEUED)
         set_step(
             step,
             S.RUNNING,
+            via=S.QUEUED if step.status == S.RETRYING else None,
             attempts=attempt,
             worker=worker,
             heartbeat_at=now,
@@ -293,17 +506,36 @@ def _jsonable(value: Any) -> str | None:
     return None
 
 
+@dataclass
+class Recorded:
+    """What recording an attempt did: the step's new status, and the step this
+    worker should run next itself (see ``advance_run(chain_queue=)``)."""
+
+    status: StepStatus
+    chained: StepState | None = None
+
+
 def record_outcome(
-    step_run_id: int, attempt: int, outcome: AttemptOutcome, worker: str
-) -> StepStatus | None:
+    step_run_id: int,
+    attempt: int,
+    outcome: AttemptOutcome,
+    worker: str,
+    *,
+    step: StepRun | None = None,
+    chain_queue: str | None = None,
+) -> Recorded | None:
     """Record how an attempt ended, apply the retry policy, and advance the run.
-    Returns the step's new status, or None when the attempt was no longer current."""
+    None when the attempt was no longer the current one (nothing is changed).
+
+    ``step`` is the step run as this attempt started it (saves a query); the
+    update is guarded on the attempt still being the running one either way.
+    """
     with transaction.atomic():
-        step_row = StepRun.objects.filter(pk=step_run_id).values("run_id").first()
-        if step_row is None:
-            return None
-        run = lock_run(step_row["run_id"])
-        step = StepRun.objects.select_for_update().get(pk=step_run_id)
+        if step is None:
+            step = StepRun.objects.filter(pk=step_run_id).first()
+            if step is None:
+                return None
+        run = lock_run(step.run_id)
         if step.status != S.RUNNING or step.attempts != attempt:
             log.info("outcome of %s attempt %s ignored: step is %s", step, attempt, step.status)
             return None
@@ -348,7 +580,12 @@ def record_outcome(
             fields["error"] = outcome.error
         if target == S.RETRYING:
             fields["retry_at"] = now + timezone.timedelta(seconds=decision.retry_in or 0)
-        set_step(step, target, **fields)
+        try:
+            set_step(step, target, guard={"attempts": attempt}, **fields)
+        except StaleUpdate:
+            log.info("outcome of %s attempt %s ignored: no longer running", step, attempt)
+            transaction.set_rollback(True)
+            return None
         StepAttempt.objects.filter(step=step, number=attempt).update(
             status=outcome.status.value,
             finished_at=now,
@@ -383,5 +620,15 @@ def record_outcome(
                 lambda: queue.enqueue_step(step.pk, attempt + 1, spec_queue, timeout, delay)
             )
             StepRun.objects.filter(pk=step.pk).update(job_id=queue.job_id(step.pk, attempt + 1))
-        advance_run(run, actor=worker)
-        return target
+        if target == S.RETRYING:
+            return Recorded(target)
+        settled = target in states.STEP_DONE or (
+            spec is not None and spec.optional and target in states.STEP_FAILED
+        )
+        chained = advance_run(
+            run,
+            actor=worker,
+            changed=step.name if settled else None,
+            chain_queue=chain_queue,
+        )
+        return Recorded(target, chained)

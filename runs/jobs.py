@@ -118,15 +118,41 @@ class Heartbeat:
 
 
 def execute_step(step_run_id: int, attempt: int) -> str:
-    """Run one attempt of a step (a duplicate or late delivery does nothing)."""
+    """Run one attempt of a step (a duplicate or late delivery does nothing).
+
+    When the step's completion makes exactly one step ready on the same
+    queue, this worker runs that one too, recorded exactly as if it had been
+    dequeued, up to CHAIN_LIMIT steps per job so queues stay fair.
+    """
     worker = worker_name()
     job = get_current_job()
-    jid = job.id if job is not None else queue.job_id(step_run_id, attempt)
+    done = []
+    limit = engine.engine_setting("CHAIN_LIMIT")
+    current: tuple[int, int] | None = (step_run_id, attempt)
+    while current is not None:
+        step_id, number = current
+        jid = job.id if job is not None and not done else queue.job_id(step_id, number)
+        chain_queue = None
+        if job is not None and len(done) + 1 < limit:
+            chain_queue = job.origin
+        result = _run_one(step_id, number, worker, jid, chain_queue)
+        if result is None:
+            break
+        name, recorded = result
+        done.append(f"{name}: {recorded.status if recorded else 'outcome ignored'}")
+        chained = recorded.chained if recorded else None
+        current = (chained.pk, chained.attempts + 1) if chained is not None else None
+    return "; ".join(done) or "ignored: not the current attempt"
+
+
+def _run_one(
+    step_run_id: int, attempt: int, worker: str, jid: str, chain_queue: str | None
+) -> tuple[str, engine.Recorded | None] | None:
     started = with_db_retry(
         lambda: engine.begin_attempt(step_run_id, attempt, worker, jid), "starting a step"
     )
     if started is None:
-        return "ignored: not the current attempt"
+        return None
     run, step_run = started.run, started.step
     try:
         wf = engine.workflow_of(run)
@@ -136,9 +162,8 @@ def execute_step(step_run_id: int, attempt: int) -> str:
             AttemptStatus.FAILED, error=f"{type(exc).__name__}: {exc} (in worker {worker})"
         )
     else:
-        statuses = dict(run.steps.values_list("name", "status"))
         store = DbStepStore(step_run, attempt, worker)
-        ctx = engine.build_context(run, step_run, wf, attempt, store, statuses)
+        ctx = engine.build_context(run, step_run, wf, attempt, store)
         with Heartbeat(
             step_run_id,
             attempt,
@@ -146,10 +171,13 @@ def execute_step(step_run_id: int, attempt: int) -> str:
             engine.engine_setting("CANCEL_GRACE"),
         ):
             outcome = run_attempt(spec, ctx, timeout_errors=(StepTimeout, JobTimeoutException))
-    status = with_db_retry(
-        lambda: engine.record_outcome(step_run_id, attempt, outcome, worker), "recording an outcome"
+    recorded = with_db_retry(
+        lambda: engine.record_outcome(
+            step_run_id, attempt, outcome, worker, step=step_run, chain_queue=chain_queue
+        ),
+        "recording an outcome",
     )
-    return f"{step_run.name}: {status or 'outcome ignored'}"
+    return step_run.name, recorded
 
 
 def rollback_run(run_id: int, run_attempt: int) -> str:
@@ -175,8 +203,7 @@ def rollback_run(run_id: int, run_attempt: int) -> str:
             break
         s = by_name[name]
         store = DbStepStore(s, s.attempts, worker)
-        statuses = dict(run.steps.values_list("name", "status"))
-        ctx = engine.build_context(run, s, wf, s.attempts, store, statuses)
+        ctx = engine.build_context(run, s, wf, s.attempts, store)
         result = StepResult(data=s.output, rollback_data=s.rollback_data)
         try:
             wf.steps[name].rollback(ctx, result)

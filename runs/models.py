@@ -53,6 +53,7 @@ class Run(models.Model):
     idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
     status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.PENDING)
     progress = models.FloatField(default=0.0)
+    progress_at = models.DateTimeField(null=True, blank=True)
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
     )

@@ -48,10 +48,12 @@ def reap(timeout: float | None = None) -> list[str]:
             error=f"worker lost: {step.worker or 'unknown worker'} stopped beating its heartbeat",
         )
         # record_outcome re-checks under the lock that this attempt is still the running one.
-        status = engine.record_outcome(step.pk, step.attempts, outcome, "stepflow-reaper")
-        if status is not None:
-            reaped.append(f"{step.name} of run #{step.run_id} -> {status}")
-            log.warning("reaped %s attempt %s: %s", step, step.attempts, status)
+        recorded = engine.record_outcome(
+            step.pk, step.attempts, outcome, "stepflow-reaper", step=step
+        )
+        if recorded is not None:
+            reaped.append(f"{step.name} of run #{step.run_id} -> {recorded.status}")
+            log.warning("reaped %s attempt %s: %s", step, step.attempts, recorded.status)
     return reaped
 
 

@@ -87,6 +87,7 @@ class StepReport:
     skip_reason: str = ""
     rolled_back: bool = False
     rollback_error: str = ""
+    failure: str = ""  # why it failed without an attempt (its condition raised)
 
     @property
     def output(self) -> Any:
@@ -94,6 +95,8 @@ class StepReport:
 
     @property
     def error(self) -> str:
+        if self.failure:
+            return self.failure
         return self.attempts[-1].error if self.attempts else ""
 
 
@@ -173,6 +176,8 @@ class LocalRunner:
             self._set_step(name, S.PENDING)
             report.round_start = len(report.attempts)
             report.skip_reason = ""
+            report.rolled_back = False
+            report.failure = ""
             if plan.clear_items:
                 self.stores[name].items = ItemSet()
         for name in plan.skip:
@@ -188,7 +193,10 @@ class LocalRunner:
         skip: Iterable[str] = (),
         clear_items: bool = False,
     ) -> planner.ResumePlan:
-        return planner.plan_resume(self.workflow, self.statuses, mode, step, skip, clear_items)
+        undone = [n for n, r in self.steps.items() if r.rolled_back and r.status == S.COMPLETED]
+        return planner.plan_resume(
+            self.workflow, self.statuses, mode, step, skip, clear_items, rerun=undone
+        )
 
     @property
     def statuses(self) -> dict[str, str]:
@@ -277,6 +285,9 @@ class LocalRunner:
             for name, reason in adv.skipped.items():
                 self._set_step(name, S.SKIPPED)
                 self.steps[name].skip_reason = reason
+            for name, error in adv.failed.items():
+                self._set_step(name, S.FAILED)
+                self.steps[name].failure = error
             if adv.run_status is not None:
                 if adv.run_status == RunStatus.FAILED:
                     self._rollback()

@@ -36,6 +36,13 @@ class Param:
             )
         if self.type == "choice" and not self.choices:
             raise WorkflowDefinitionError(f"Parameter {self.name!r} is a choice without choices")
+        if self.default is not None:
+            try:
+                object.__setattr__(self, "default", self.clean(self.default))
+            except (ValueError, TypeError) as exc:
+                raise WorkflowDefinitionError(
+                    f"Parameter {self.name!r} has an invalid default {self.default!r}: {exc}"
+                ) from None
 
     def clean(self, raw: Any) -> Any:
         """Convert a raw value (from JSON, a form or the command line) or raise ValueError."""

@@ -6,10 +6,12 @@ these functions with the stored step statuses and apply what they return.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .errors import PlanError, UnknownStep
+from .execution import describe_error
 from .states import (
     STEP_ACTIVE,
     STEP_DONE,
@@ -44,6 +46,8 @@ class Advance:
     skipped: dict[str, str] = field(default_factory=dict)
     run_status: RunStatus | None = None
     not_run: list[str] = field(default_factory=list)
+    #: Steps whose condition raised: they fail with this error.
+    failed: dict[str, str] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -72,6 +76,8 @@ def advance(
     cancelling: bool = False,
     limit: int | None = None,
     skip_reasons: Mapping[str, str] | None = None,
+    frontier: Collection[str] | None = None,
+    active: int | None = None,
 ) -> Advance:
     """Given the current step statuses, decide what becomes ready or skipped,
     and whether the run is finished.
@@ -83,59 +89,109 @@ def advance(
     ``skip_reasons`` tells why skipped steps were skipped: only a branch ruled
     out by a condition skips its dependants, a step skipped on request or by
     ``can_skip`` lets them run (without reasons, every skip rules them out).
+
+    With ``frontier`` (the dependants of a step that just completed) only
+    those steps, and what their skips reach, are examined: ``statuses`` is
+    only read for them and their dependencies, ``active`` gives the number of
+    active steps for ``limit``, and the run's end is not decided (the caller
+    asks again without a frontier once nothing is active). The caller must
+    not use a frontier while a required step has failed.
     """
-    current = {n: str(statuses[n]) for n in workflow.steps}
-    reasons = dict(skip_reasons or {})
+    current = _Statuses(statuses)
+    reasons = _Statuses(skip_reasons or {}, default="")
     ready: list[str] = []
     skipped: dict[str, str] = {}
+    failed: dict[str, str] = {}
+
+    def holds(name: str) -> bool:
+        try:
+            return bool(condition(name)) if condition is not None else True
+        except Exception as exc:
+            failed[name] = f"its condition raised {describe_error(exc)}"
+            return False
 
     def rules_out(dep: str) -> bool:
         if current[dep] != S.SKIPPED:
             return False
         if skip_reasons is None:
             return True
-        reason = reasons.get(dep, "")
+        reason = reasons[dep]
         return reason == REASON_CONDITION or reason.startswith("upstream skipped")
 
-    halted = cancelling or blocking_failure(workflow, current) is not None
+    if frontier is None:
+        halted = cancelling or blocking_failure(workflow, current) is not None
+        todo = deque(workflow.order())
+    else:
+        halted = cancelling
+        rank = workflow.rank
+        todo = deque(sorted(frontier, key=rank.__getitem__))
     if not halted:
-        changed = True
-        while changed:
-            changed = False
-            for name in workflow.order():
-                if current[name] != S.PENDING or name in ready:
+        while todo:
+            name = todo.popleft()
+            if current[name] != S.PENDING or name in ready:
+                continue
+            if scope is not None and name not in scope:
+                continue
+            step = workflow.steps[name]
+            deps = step.depends_on
+            if not all(_settled(workflow.steps[d], current[d]) for d in deps):
+                continue
+            if deps and all(rules_out(d) for d in deps):
+                skipped[name] = reasons[name] = upstream_reason(deps)
+            elif step.has_condition and not holds(name):
+                if name in failed:
+                    current[name] = S.FAILED
+                    if not step.optional:
+                        break
+                    todo.extend(workflow.dependants[name])
                     continue
-                if scope is not None and name not in scope:
-                    continue
-                step = workflow.steps[name]
-                deps = step.depends_on
-                if not all(_settled(workflow.steps[d], current[d]) for d in deps):
-                    continue
-                if deps and all(rules_out(d) for d in deps):
-                    skipped[name] = reasons[name] = upstream_reason(deps)
-                elif step.has_condition and condition is not None and not condition(name):
-                    skipped[name] = reasons[name] = REASON_CONDITION
-                else:
-                    ready.append(name)
-                    continue
-                current[name] = S.SKIPPED
-                changed = True
+                skipped[name] = reasons[name] = REASON_CONDITION
+            else:
+                ready.append(name)
+                continue
+            current[name] = S.SKIPPED
+            todo.extend(workflow.dependants[name])
         if limit is not None:
-            active = sum(1 for n in current if current[n] in STEP_ACTIVE)
+            if active is None:
+                active = sum(1 for n in workflow.steps if current[n] in STEP_ACTIVE)
             ready = ready[: max(0, limit - active)]
+    if failed and any(not workflow.steps[n].optional for n in failed):
+        ready = []  # a required step failed: nothing new starts
+    if frontier is not None:
+        if failed:
+            # Whether the run is over needs every status: decide it without a frontier.
+            return Advance(ready, skipped, failed=failed)
+        return Advance(ready, skipped)
     for name in ready:
         current[name] = S.QUEUED
-    if any(current[n] in STEP_ACTIVE for n in current):
-        return Advance(ready, skipped)
-    return Advance(ready, skipped, *_final_status(workflow, current, cancelling))
+    if any(current[n] in STEP_ACTIVE for n in workflow.steps):
+        return Advance(ready, skipped, failed=failed)
+    return Advance(ready, skipped, *_final_status(workflow, current, cancelling), failed=failed)
+
+
+class _Statuses(dict[str, str]):
+    """A writable view over the given statuses, read only as far as asked."""
+
+    def __init__(self, source: Mapping[str, str], default: str | None = None) -> None:
+        super().__init__()
+        self.source = source
+        self.default = default
+
+    def __missing__(self, name: str) -> str:
+        if self.default is not None and name not in self.source:
+            return self.default
+        value = str(self.source[name])
+        self[name] = value
+        return value
 
 
 def _final_status(
     workflow: Workflow, current: Mapping[str, str], cancelling: bool
 ) -> tuple[RunStatus, list[str]]:
     not_run = [n for n in workflow.order() if current[n] in (S.PENDING, S.CANCELLED)]
-    if cancelling:
-        return RunStatus.CANCELLED, not_run
+    if cancelling and (not_run or blocking_failure(workflow, current) is None):
+        # Unless the cancel came too late: everything had already completed.
+        return (RunStatus.CANCELLED if not_run else RunStatus.COMPLETED), not_run
     if blocking_failure(workflow, current) is not None or not_run:
         return RunStatus.FAILED, not_run
     return RunStatus.COMPLETED, not_run

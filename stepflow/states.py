@@ -67,14 +67,16 @@ STEP_DONE: frozenset[StepStatus] = frozenset({S.COMPLETED, S.SKIPPED})
 RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     R.PENDING: frozenset({R.RUNNING, R.CANCELLED}),
     R.RUNNING: frozenset({R.COMPLETED, R.FAILED, R.CANCELLING}),
-    R.CANCELLING: frozenset({R.CANCELLED}),
+    # A cancel that came after the last step finished lets the run complete.
+    R.CANCELLING: frozenset({R.CANCELLED, R.COMPLETED}),
     R.FAILED: frozenset({R.RUNNING}),
     R.CANCELLED: frozenset({R.RUNNING}),
     R.COMPLETED: frozenset({R.RUNNING}),
 }
 
 STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
-    S.PENDING: frozenset({S.QUEUED, S.SKIPPED, S.CANCELLED}),
+    # pending -> failed: its condition raised.
+    S.PENDING: frozenset({S.QUEUED, S.SKIPPED, S.CANCELLED, S.FAILED}),
     S.QUEUED: frozenset({S.RUNNING, S.CANCELLED}),
     S.RUNNING: frozenset({S.COMPLETED, S.RETRYING, S.FAILED, S.TIMED_OUT, S.SKIPPED, S.CANCELLED}),
     S.RETRYING: frozenset({S.QUEUED, S.CANCELLED}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -101,7 +102,12 @@ class Step:
                 f"Step name {self.name!r} is invalid: use lowercase letters, digits, '_' and '-', "
                 "starting with a letter"
             )
-        if not isinstance(self.weight, int | float) or self.weight < 0:
+        if (
+            not isinstance(self.weight, int | float)
+            or isinstance(self.weight, bool)
+            or not math.isfinite(self.weight)
+            or self.weight < 0
+        ):
             raise WorkflowDefinitionError(
                 f"Step {self.name!r} has an invalid weight {self.weight!r}: use a number >= 0"
             )

@@ -71,6 +71,8 @@ class Workflow:
         self.dependants: dict[str, tuple[str, ...]] = {
             n: tuple(m for m, s in self.steps.items() if n in s.depends_on) for n in self.steps
         }
+        #: Position of each step in ``order()``.
+        self.rank: dict[str, int] = {n: i for i, n in enumerate(self.order())}
         self.definition_hash = self._hash()
 
     # -- validation ---------------------------------------------------------------
@@ -224,11 +226,18 @@ class Workflow:
             max_parallel=self.max_parallel,
         )
 
+    def _check_new_name(self, name: str) -> None:
+        if name in self.steps:
+            raise WorkflowDefinitionError(
+                f"Workflow {self.name!r} has duplicate step names: {name}"
+            )
+
     def insert_after(
         self, target: str, new: Step, *, name: str | None = None, version: str | int | None = None
     ) -> Workflow:
         """A new workflow with ``new`` running after ``target`` and before target's dependants."""
         self[target]
+        self._check_new_name(new.name)
         steps: list[Step] = []
         for s in self.steps.values():
             if target in s.depends_on:
@@ -244,6 +253,7 @@ class Workflow:
     ) -> Workflow:
         """A new workflow with ``new`` taking target's dependencies and target depending on it."""
         old = self[target]
+        self._check_new_name(new.name)
         steps: list[Step] = []
         for s in self.steps.values():
             if s.name == target:
@@ -273,6 +283,8 @@ class Workflow:
         """A new workflow with ``new`` in target's place (keeping target's dependencies when
         ``new`` declares none); dependants of ``target`` depend on ``new``."""
         old = self[target]
+        if new.name != target:
+            self._check_new_name(new.name)
         new = new.replace(depends_on=new.depends_on or old.depends_on)
         steps: list[Step] = []
         for s in self.steps.values():

@@ -43,10 +43,7 @@ def deploy_workflow(calls: list[str], fail: dict[str, int] | None = None) -> Wor
     ]
     return Workflow(
         "deploy",
-        [
-            recording_step(n, deps, calls=calls, fail_times=fail.get(n, 0))
-            for n, deps in chain
-        ],
+        [recording_step(n, deps, calls=calls, fail_times=fail.get(n, 0)) for n, deps in chain],
     )
 
 

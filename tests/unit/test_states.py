@@ -57,8 +57,8 @@ def test_tables__cover_every_status():
 
 def test_step_table__exact():
     S = StepStatus
-    assert states.STEP_TRANSITIONS == {
-        S.PENDING: {S.QUEUED, S.SKIPPED, S.CANCELLED},
+    assert {
+        S.PENDING: {S.QUEUED, S.SKIPPED, S.CANCELLED, S.FAILED},
         S.QUEUED: {S.RUNNING, S.CANCELLED},
         S.RUNNING: {S.COMPLETED, S.RETRYING, S.FAILED, S.TIMED_OUT, S.SKIPPED, S.CANCELLED},
         S.RETRYING: {S.QUEUED, S.CANCELLED},
@@ -67,37 +67,37 @@ def test_step_table__exact():
         S.CANCELLED: {S.PENDING, S.SKIPPED},
         S.COMPLETED: {S.PENDING},
         S.SKIPPED: {S.PENDING},
-    }
+    } == states.STEP_TRANSITIONS
 
 
 def test_run_table__exact():
     R = RunStatus
-    assert states.RUN_TRANSITIONS == {
+    assert {
         R.PENDING: {R.RUNNING, R.CANCELLED},
         R.RUNNING: {R.COMPLETED, R.FAILED, R.CANCELLING},
-        R.CANCELLING: {R.CANCELLED},
+        R.CANCELLING: {R.CANCELLED, R.COMPLETED},
         R.FAILED: {R.RUNNING},
         R.CANCELLED: {R.RUNNING},
         R.COMPLETED: {R.RUNNING},
-    }
+    } == states.RUN_TRANSITIONS
 
 
 def test_terminal_sets():
     R, S = RunStatus, StepStatus
-    assert states.RUN_FINISHED == {R.COMPLETED, R.FAILED, R.CANCELLED}
-    assert states.RUN_RESUMABLE == {R.COMPLETED, R.FAILED, R.CANCELLED}
-    assert states.RUN_CANCELLABLE == {R.PENDING, R.RUNNING}
-    assert states.STEP_FINISHED == {S.COMPLETED, S.FAILED, S.TIMED_OUT, S.SKIPPED, S.CANCELLED}
-    assert states.STEP_ACTIVE == {S.QUEUED, S.RUNNING, S.RETRYING}
-    assert states.STEP_FAILED == {S.FAILED, S.TIMED_OUT}
-    assert states.STEP_DONE == {S.COMPLETED, S.SKIPPED}
+    assert {R.COMPLETED, R.FAILED, R.CANCELLED} == states.RUN_FINISHED
+    assert {R.COMPLETED, R.FAILED, R.CANCELLED} == states.RUN_RESUMABLE
+    assert {R.PENDING, R.RUNNING} == states.RUN_CANCELLABLE
+    assert {S.COMPLETED, S.FAILED, S.TIMED_OUT, S.SKIPPED, S.CANCELLED} == states.STEP_FINISHED
+    assert {S.QUEUED, S.RUNNING, S.RETRYING} == states.STEP_ACTIVE
+    assert {S.FAILED, S.TIMED_OUT} == states.STEP_FAILED
+    assert {S.COMPLETED, S.SKIPPED} == states.STEP_DONE
     # Every step status is either finished, active, or pending.
     assert states.STEP_FINISHED | states.STEP_ACTIVE | {S.PENDING} == set(StepStatus)
     assert not states.STEP_FINISHED & states.STEP_ACTIVE
 
 
 def test_reset_transitions__exact():
-    assert states.RESET_TRANSITIONS == {
+    assert {
         ("failed", "pending"),
         ("failed", "skipped"),
         ("timed_out", "pending"),
@@ -109,7 +109,7 @@ def test_reset_transitions__exact():
         ("completed", "running"),
         ("failed", "running"),
         ("cancelled", "running"),
-    }
+    } == states.RESET_TRANSITIONS
 
 
 def test_allowed_sources():

@@ -1,0 +1,147 @@
+"""The confirm panel of the run actions: what a button will do, and doing it.
+
+Every action first shows its plan (``services.preview_resume``) and acts only
+on a confirming POST; refusals come back as the service's own message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from stepflow import states
+from stepflow.errors import InvalidTransition, PlanError, StepflowError, UnknownStep
+from stepflow.planner import ResumePlan
+
+from .. import engine, services
+from ..errors import ActionRefused, DefinitionChanged, RunNotFound
+from ..events import User, actor_name
+from ..models import Run
+from .detail import workflow_or_none
+
+#: Action name -> button label (the resume modes keep the service's names).
+ACTIONS: dict[str, str] = {
+    "resume": "Resume",
+    "retry_failed": "Retry failed",
+    "continue_from": "Continue from",
+    "cancel": "Cancel run",
+}
+DONE_LABELS = {
+    "resume": "Resumed",
+    "retry_failed": "Retried failed steps",
+    "continue_from": "Continued from {step}",
+}
+
+
+@dataclass
+class Panel:
+    action: str
+    run: Run
+    step: str | None = None
+    steps: list[str] = field(default_factory=list)
+    plan: ResumePlan | None = None
+    changes: dict[str, Any] | None = None
+    error: str = ""
+    flash: str = ""
+    reason: str = ""
+    confirm_definition_change: bool = False
+
+    @property
+    def label(self) -> str:
+        return ACTIONS[self.action]
+
+    @property
+    def can_confirm(self) -> bool:
+        if self.flash:
+            return False
+        if self.action == "cancel":
+            return self.run.status in states.RUN_CANCELLABLE
+        return self.plan is not None
+
+
+def available(run: Run, has_failed_step: bool) -> list[str]:
+    """The buttons that make sense for the run's status."""
+    if run.status in states.RUN_CANCELLABLE:
+        return ["cancel"]
+    if run.status not in states.RUN_RESUMABLE:
+        return []
+    actions = []
+    if run.status != "completed":
+        actions.append("resume")
+    if has_failed_step:
+        actions.append("retry_failed")
+    actions.append("continue_from")
+    return actions
+
+
+def build(run: Run, action: str, step: str | None = None) -> Panel:
+    """The panel before confirmation: the plan, or why nothing can be done."""
+    panel = Panel(action=action, run=run, step=step or None)
+    wf = workflow_or_none(run.workflow)
+    if wf is None:
+        panel.error = f"Workflow {run.workflow!r} is not registered any more"
+        return panel
+    if action == "cancel":
+        if run.status not in states.RUN_CANCELLABLE:
+            panel.error = (
+                f"Run #{run.pk} is already {run.status}; only an active run can be cancelled"
+            )
+        return panel
+    if action == "continue_from":
+        panel.steps = wf.order()
+        if panel.step is None:
+            stored = dict(run.steps.values_list("name", "status"))
+            failed = [n for n in panel.steps if stored.get(n) in states.STEP_FAILED]
+            panel.step = failed[0] if failed else panel.steps[0]
+    if wf.definition_hash != run.definition_hash:
+        panel.changes = services.definition_changes(run, wf)
+    try:
+        panel.plan = services.preview_resume(run, action, panel.step)
+    except StepflowError as exc:
+        panel.error = exc.message
+    return panel
+
+
+def status_for(exc: Exception) -> int:
+    """409 when the run's state refuses, 404 for a missing run, 400 for a bad request."""
+    if isinstance(exc, RunNotFound):
+        return 404
+    if isinstance(exc, ActionRefused | DefinitionChanged | engine.StaleUpdate):
+        return 409
+    if isinstance(exc, PlanError | UnknownStep):
+        return 400
+    return 409 if isinstance(exc, InvalidTransition) else 400
+
+
+def perform(run: Run, action: str, user: User, data: dict[str, Any]) -> tuple[Panel, int]:
+    """Carry out a confirmed action; returns the panel to show and the HTTP status."""
+    step = (data.get("step") or "").strip() or None
+    confirm = data.get("confirm_definition_change") in ("1", "on", "true", True)
+    who = actor_name(user)
+    try:
+        if action == "cancel":
+            reason = (data.get("reason") or "").strip()
+            services.cancel_run(run.pk, user=user, reason=reason)
+            panel = Panel(action=action, run=run, reason=reason)
+            panel.flash = (
+                f"Cancelled by {who}"
+                + (f": {reason}" if reason else "")
+                + (" — running steps are stopping")
+            )
+            return panel, 200
+        plan = services.resume_run(
+            run.pk, action, step=step, user=user, confirm_definition_change=confirm
+        )
+    except (StepflowError, engine.StaleUpdate) as exc:
+        run.refresh_from_db()
+        panel = build(run, action, step) if action != "cancel" else Panel(action, run)
+        panel.error = exc.message if isinstance(exc, StepflowError) else str(exc)
+        if action == "cancel":
+            panel.reason = (data.get("reason") or "").strip()
+        if isinstance(exc, DefinitionChanged):
+            panel.changes = exc.changes
+        panel.confirm_definition_change = confirm
+        return panel, status_for(exc)
+    panel = Panel(action=action, run=run, step=step, plan=plan)
+    panel.flash = f"{DONE_LABELS[action].format(step=step)} by {who} — {plan.summary()}"
+    return panel, 200
