@@ -37,6 +37,21 @@ class Report:
         )
 
 
+def lose_attempts_of(worker: str, reason: str) -> list[str]:
+    """The attempts a worker was running when its job process died: failed
+    ("worker lost"), at once, without waiting for the heartbeat to go stale."""
+    lost = []
+    for step in StepRun.objects.filter(status=StepStatus.RUNNING, worker=worker):
+        outcome = AttemptOutcome(
+            AttemptStatus.WORKER_LOST, error=f"worker lost: {worker}: {reason}"
+        )
+        recorded = engine.record_outcome(step.pk, step.attempts, outcome, worker, step=step)
+        if recorded is not None:
+            lost.append(f"{step.name} of run #{step.run_id} -> {recorded.status}")
+            log.warning("%s attempt %s lost (%s): %s", step, step.attempts, reason, recorded.status)
+    return lost
+
+
 def reap(timeout: float | None = None) -> list[str]:
     """Running steps whose heartbeat is stale: their attempt failed ("worker lost")."""
     timeout = timeout if timeout is not None else engine.engine_setting("HEARTBEAT_TIMEOUT")
@@ -57,9 +72,17 @@ def reap(timeout: float | None = None) -> list[str]:
     return reaped
 
 
+#: A retry whose time passed this many seconds ago is enqueued by the
+#: reconciler itself (RQ's scheduler can be held up, e.g. by a lock a killed
+#: worker left behind).
+RETRY_LATENESS = 2.0
+
+
 def reconcile() -> tuple[list[str], list[int]]:
-    """Re-enqueue queued/retrying steps whose job is gone from Redis, and
-    advance active runs that have nothing active left."""
+    """Re-enqueue queued/retrying steps whose job is gone from Redis (or whose
+    retry is overdue), and advance active runs that have nothing active left."""
+    from rq.job import Job, NoSuchJobError
+
     now = timezone.now()
     requeued = []
     for step in StepRun.objects.filter(
@@ -70,7 +93,16 @@ def reconcile() -> tuple[list[str], list[int]]:
         jid = queue.job_id(step.pk, attempt)
         if step.enqueued_at and (now - step.enqueued_at).total_seconds() < ENQUEUE_GRACE:
             continue
-        if queue.job_exists(jid):
+        try:
+            status = Job.fetch(jid, connection=queue.connection()).get_status()
+        except NoSuchJobError:
+            status = None
+        overdue = (
+            step.status == StepStatus.RETRYING
+            and step.retry_at is not None
+            and (now - step.retry_at).total_seconds() > RETRY_LATENESS
+        )
+        if status is not None and not (overdue and status == "scheduled"):
             continue
         delay = 0.0
         if step.status == StepStatus.RETRYING and step.retry_at and step.retry_at > now:
@@ -79,10 +111,14 @@ def reconcile() -> tuple[list[str], list[int]]:
             spec = engine.workflow_of(step.run).steps.get(step.name)
         except Exception:
             spec = None
+        q = queue.get_queue(step.queue)
+        if status == "scheduled":
+            q.scheduled_job_registry.remove(jid)
         queue.enqueue_step(step.pk, attempt, step.queue, spec.timeout if spec else None, delay)
         StepRun.objects.filter(pk=step.pk).update(enqueued_at=now)
         requeued.append(f"{step.name} of run #{step.run_id}")
-        log.warning("re-enqueued %s attempt %s (its job was lost)", step, attempt)
+        why = "its retry was overdue" if status == "scheduled" else "its job was lost"
+        log.warning("re-enqueued %s attempt %s (%s)", step, attempt, why)
     finalized = []
     active = list(states.STEP_ACTIVE)
     for run_id in (

@@ -4,6 +4,7 @@ reaper/reconciler in the background so no extra process is needed."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 from django.db import close_old_connections, connections
@@ -24,6 +25,19 @@ class StepflowWorker(Worker):
         connections.close_all()
         return super().fork_work_horse(*args, **kwargs)
 
+    def handle_work_horse_killed(self, job, retpid, ret_val, rusage):  # type: ignore[no-untyped-def]
+        """The job process died (killed, out of memory, os._exit): its attempt is
+        lost now, and the step's retry policy decides what comes next."""
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        from .recovery import lose_attempts_of
+
+        try:
+            lose_attempts_of(self.name, describe_exit(ret_val))
+        except Exception:
+            log.exception("could not record the lost attempt; the reaper will")
+        finally:
+            connections.close_all()
+
 
 class StepflowSimpleWorker(SimpleWorker):
     """Runs jobs in the worker process itself (faster; a crash takes the worker with it)."""
@@ -34,6 +48,23 @@ class StepflowSimpleWorker(SimpleWorker):
             return super().execute_job(*args, **kwargs)
         finally:
             close_old_connections()
+
+
+def describe_exit(wait_status: int | None) -> str:
+    """Say how a job process ended, from its raw wait status."""
+    import signal
+
+    try:
+        code = os.waitstatus_to_exitcode(wait_status or 0)
+    except ValueError:
+        return f"its job process ended (wait status {wait_status})"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"its job process was killed by {name}"
+    return f"its job process exited with status {code}"
 
 
 class RecoveryThread(threading.Thread):

@@ -212,3 +212,102 @@ def busy(ctx: StepContext) -> None:
 
 
 register(Workflow("t_busy", [busy]), replace=True)
+
+
+# -- faults: a multi-step workflow whose every effect lands in a ledger ----------------
+FAULT_RETRY = Retry(max_attempts=6, backoff_base=0.2, backoff_factor=1.5, backoff_max=2)
+
+
+def _fault_simple(name: str, **settings: object) -> Step:
+    def body(ctx: StepContext) -> dict[str, str]:
+        ledger(ctx)
+        time.sleep(float(ctx.params["sleep"]))
+        return {"step": name}
+
+    body.__name__ = name
+    return step(name, retry=FAULT_RETRY, **settings)(body)  # type: ignore[arg-type]
+
+
+class LedgerItems(Step):
+    """Processes N items, each effect counted at once in the ledger, with a checkpoint."""
+
+    name = "items"
+    depends_on = ("first",)
+    retry = FAULT_RETRY
+
+    def execute(self, ctx: StepContext) -> dict[str, int]:
+        r = redis()
+        delay = float(ctx.params["item_delay"])
+        n = 0
+        for i in ctx.items(range(int(ctx.params["count"]))):
+            r.hincrby(f"items:{ctx.run_id}", str(i), 1)
+            n += 1
+            if delay:
+                time.sleep(delay)
+            if i % 100 == 99:
+                ctx.checkpoint("cursor", i)
+                r.set(f"ack:{ctx.run_id}", i)  # acknowledged: checkpoint() returned
+        return {"processed": n}
+
+
+register(
+    Workflow(
+        "t_fault",
+        [_fault_simple("first"), LedgerItems(), _fault_simple("last", depends_on="items")],
+        params=[
+            Param("count", "int", default=600),
+            Param("item_delay", "float", default=0.002),
+            Param("sleep", "float", default=0.2),
+        ],
+    ),
+    replace=True,
+)
+
+
+@step(retry=Retry(max_attempts=3, backoff_base=0.1))
+def poison(ctx: StepContext) -> None:
+    """Crashes its process every time."""
+    import os
+
+    ledger(ctx)
+    os._exit(3)
+
+
+register(Workflow("t_poison", [poison]), replace=True)
+
+
+class FileLedgerItems(Step):
+    """Appends each processed item to a ledger file (written at once, so a
+    SIGKILL loses nothing that was processed)."""
+
+    name = "items"
+    retry = Retry(max_attempts=3, backoff_base=0.2)
+
+    def execute(self, ctx: StepContext) -> dict[str, int]:
+        total = int(ctx.params["count"])
+        delay = float(ctx.params["item_delay"])
+        by_text = ctx.params["keys"] == "str"
+        source = (f"k{i}" for i in range(total)) if by_text else range(total)
+        n = 0
+        with open(ctx.params["ledger"], "ab", buffering=0) as out:
+            for item in ctx.items(source, key=str if by_text else None):
+                out.write(f"{item}\n".encode())
+                n += 1
+                if delay:
+                    time.sleep(delay)
+        return {"processed": n}
+
+
+register(
+    Workflow(
+        "t_bigitems",
+        [FileLedgerItems()],
+        params=[
+            Param("count", "int", default=100_000),
+            Param("item_delay", "float", default=0.0),
+            Param("keys", "choice", default="int", choices=("int", "str")),
+            Param("ledger", "str", required=True),
+        ],
+    ),
+    replace=True,
+)

@@ -122,6 +122,11 @@ def test_continue_from_a_step(page: Page, live_server, operator, worker) -> None
     page.click("button[data-action=continue_from]")
     panel = page.locator("#action-panel")
     expect(panel.locator("select[name=step]")).to_be_visible()
+    # The panel was just swapped in: wait until htmx has bound its change trigger.
+    page.wait_for_function(
+        "() => document.querySelector('#action-panel form.step-pick')"
+        "?.['htmx-internal-data']?.initHash !== undefined"
+    )
     panel.locator("select[name=step]").select_option("template")
     expect(panel).to_contain_text("Will run template, deploy")
     expect(panel).to_contain_text("Keeps prepare, build")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sys
 import time
 from argparse import ArgumentParser
@@ -194,7 +196,8 @@ class Command(BaseCommand):
 
         queues = [get_queue(q) for name in opts["queues"] for q in name.split(",") if q]
         cls = StepflowSimpleWorker if opts["simple"] else StepflowWorker
-        worker = cls(queues, connection=queues[0].connection, name=opts["name"])
+        name = opts["name"] or f"{socket.gethostname()}.{os.getpid()}"
+        worker = cls(queues, connection=queues[0].connection, name=name)
         recovery = None
         if not opts["no_recovery"]:
             recovery = RecoveryThread(queues[0].connection)
