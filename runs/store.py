@@ -7,7 +7,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F
 
-from stepflow.items import ItemKey, ItemSet, chunks_of
+from stepflow.items import CHUNK_BITS, ItemKey, ItemSet, chunks_of
 
 from . import events
 from .models import Checkpoint, ItemChunk, RunStatus, StepRun, StepStatus
@@ -33,8 +33,11 @@ class DbStepStore:
     def load_done_items(self) -> ItemSet:
         return load_items(self.step_id)
 
-    def mark_items(self, keys: list[ItemKey]) -> None:
-        mark_items(self.step_id, keys)
+    def mark_items(self, keys: list[ItemKey], done: ItemSet | None = None) -> None:
+        if done is None:
+            mark_items(self.step_id, keys)
+        else:
+            write_items(self.step_id, keys, done)
 
     def save_progress(self, current: float | None, total: float | None, message: str) -> None:
         StepRun.objects.filter(pk=self.step_id).update(
@@ -107,6 +110,27 @@ def mark_items(step_id: int, keys: list[ItemKey]) -> int:
         if added:
             StepRun.objects.filter(pk=step_id).update(items_done=F("items_done") + added)
     return added
+
+
+def write_items(step_id: int, keys: list[ItemKey], done: ItemSet) -> None:
+    """Make ``keys`` durable by writing the chunks they fall in whole, from
+    ``done`` (every key the running attempt knows to be done). No read is
+    needed: while a step runs, only its attempt writes its marks."""
+    chunks = sorted({k // CHUNK_BITS for k in keys if isinstance(k, int)})
+    strs = list(dict.fromkeys(str(k) for k in keys if not isinstance(k, int)))
+    with transaction.atomic():
+        if chunks:
+            ItemChunk.objects.bulk_create(
+                [ItemChunk(step_id=step_id, chunk=c, bits=done.chunk_bytes(c)) for c in chunks],
+                update_conflicts=True,
+                unique_fields=["step", "chunk"],
+                update_fields=["bits"],
+            )
+        if strs:
+            ItemKeyRow.objects.bulk_create(
+                [ItemKeyRow(step_id=step_id, key=k) for k in strs], ignore_conflicts=True
+            )
+        StepRun.objects.filter(pk=step_id).update(items_done=len(done))
 
 
 def unmark_items(step_id: int, keys: list[ItemKey] | None) -> int:

@@ -30,7 +30,10 @@ class StepStore(Protocol):
     def load_checkpoints(self) -> dict[str, Any]: ...
     def save_checkpoint(self, key: str, value: Any) -> None: ...
     def load_done_items(self) -> ItemSet: ...
-    def mark_items(self, keys: list[ItemKey]) -> None: ...
+    def mark_items(self, keys: list[ItemKey], done: ItemSet) -> None:
+        """Make ``keys`` durable; ``done`` is every key done so far (loaded plus marked)."""
+        ...
+
     def save_progress(self, current: float | None, total: float | None, message: str) -> None: ...
     def log(self, level: str, message: str, data: dict[str, Any]) -> None: ...
     def save_metric(self, name: str, value: float) -> None: ...
@@ -150,21 +153,53 @@ class StepContext:
             yield from self._one(item, k, done)
 
     def _items_by_position(self, it: Iterator[T], done: ItemSet) -> Iterator[T]:
+        # The hot loop of a big step: no per-item call that can be avoided. Keys
+        # are positions, so the marks since the last flush are one range.
         pos = 0
         bits = done._bits
-        while True:
-            if pos >> 3 < len(bits):
-                nxt = _first_missing(bits, pos)
-                if nxt > pos:
+        loaded = len(bits) * 8  # keys below this may have been done by an earlier attempt
+        batch = self._settings.item_batch_size
+        flush_seconds = self._settings.item_flush_seconds
+        clock = self._clock
+        check_at = 0.0
+        first = -1  # first position marked since the last flush
+        try:
+            while True:
+                if pos < loaded and bits[pos >> 3] >> (pos & 7) & 1:
+                    nxt = _first_missing(bits, pos)
                     # Skip the done run without a Python step per item.
                     if next(itertools.islice(it, nxt - pos - 1, None), _END) is _END:
                         return
                     pos = nxt
-            item = next(it, _END)
-            if item is _END:
-                return
-            yield from self._one(item, pos, done)
-            pos += 1
+                item = next(it, _END)
+                if item is _END:
+                    return
+                now = clock()
+                if now >= check_at:  # cancel and deadline, a few times a second at most
+                    self.raise_if_cancelled()
+                    check_at = now + 0.1
+                try:
+                    yield item
+                except GeneratorExit:
+                    self._closed_items.append(pos)
+                    raise
+                i = pos >> 3
+                if i >= len(bits):
+                    bits.extend(bytes(max(i + 1 - len(bits), len(bits))))
+                bits[i] |= 1 << (pos & 7)
+                done._count += 1
+                if first < 0:
+                    first = pos
+                if pos - first + 1 >= batch or clock() - self._last_flush >= flush_seconds:
+                    self._pending.extend(range(first, pos + 1))
+                    first = -1
+                    self.flush_items()
+                pos += 1
+        finally:
+            if first >= 0:
+                # Every key in the range is done: processed here, or skipped as done
+                # before (marking those again changes nothing).
+                self._pending.extend(range(first, pos))
 
     def _one(self, item: T, k: ItemKey, done: ItemSet) -> Iterator[T]:
         self.raise_if_cancelled()
@@ -187,7 +222,7 @@ class StepContext:
         """Write the pending item marks now."""
         if self._pending:
             batch, self._pending = self._pending, []
-            self._store.mark_items(batch)
+            self._store.mark_items(batch, self.done_items())
         self._last_flush = self._clock()
 
     # -- progress, logs, metrics -----------------------------------------------------

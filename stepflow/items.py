@@ -75,6 +75,12 @@ class ItemSet:
         self._bits[start:end] = merged.to_bytes(len(data), "little")
         self._count += merged.bit_count() - before.bit_count()
 
+    def chunk_bytes(self, chunk_no: int) -> bytes:
+        """The stored form of one chunk of the integer bitmap (CHUNK_BYTES long)."""
+        start = chunk_no * CHUNK_BYTES
+        data = bytes(self._bits[start : start + CHUNK_BYTES])
+        return data + bytes(CHUNK_BYTES - len(data))
+
     def __contains__(self, key: object) -> bool:
         if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
             i = key >> 3

@@ -50,7 +50,7 @@ class MemoryStore:
         copy._count = len(self.items)
         return copy
 
-    def mark_items(self, keys: list[ItemKey]) -> None:
+    def mark_items(self, keys: list[ItemKey], done: ItemSet | None = None) -> None:
         self.items.update(keys)
         self.item_flushes += 1
 
