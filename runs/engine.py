@@ -418,7 +418,15 @@ def finish_run(
             fields["failed_step"] = ""
         fields["error_summary"] = message.strip().rstrip(":")
     else:
-        fields["error_summary"] = ""
+        # Optional steps (on_failure="continue") may have failed in a completed run.
+        failed_optional = [
+            n for n in wf.order() if n in steps and steps[n].status in states.STEP_FAILED
+        ]
+        fields["error_summary"] = (
+            f"completed with failures: {', '.join(failed_optional)}"
+            if status == RunStatus.COMPLETED and failed_optional
+            else ""
+        )
         fields["failed_step"] = ""
     if status == RunStatus.CANCELLING:
         raise AssertionError("a run finishes as cancelled, not cancelling")

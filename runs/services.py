@@ -119,6 +119,22 @@ def _existing_for_key(key: str, wf: Workflow, phash: str) -> Run | None:
     return run
 
 
+def latest_unfinished(workflow: str, params: Mapping[str, Any]) -> Run | None:
+    """The most recent failed or cancelled run of ``workflow`` with the same
+    parameters (after validation, so defaults count), or None."""
+    wf = registry.get(workflow)
+    phash = params_hash(wf.validate_params(params))
+    return (
+        Run.objects.filter(
+            workflow=wf.name,
+            params_hash=phash,
+            status__in=[RunStatus.FAILED, RunStatus.CANCELLED],
+        )
+        .order_by("-id")
+        .first()
+    )
+
+
 def definition_changes(run: Run, wf: Workflow) -> dict[str, list[str]]:
     """What changed in the workflow since the run started: steps added, removed, edited."""
     stored = set(run.steps.values_list("name", flat=True))

@@ -311,3 +311,67 @@ register(
     ),
     replace=True,
 )
+
+
+@step(on_failure="continue")
+def nice_to_have(ctx: StepContext) -> None:
+    ledger(ctx)
+    raise RuntimeError("the optional step failed")
+
+
+@step(depends_on="nice_to_have", when=lambda ctx: ctx.statuses["nice_to_have"] == "completed")
+def use_it(ctx: StepContext) -> None:
+    ledger(ctx)
+
+
+@step(depends_on="nice_to_have")
+def carry_on(ctx: StepContext) -> None:
+    ledger(ctx)
+
+
+register(Workflow("t_optional", [nice_to_have, use_it, carry_on]), replace=True)
+
+
+# -- chaos: the stateful property test drives this one (tests/faults/test_state_machine.py) --
+#: How each step of t_chaos behaves is read from Redis at the start of every attempt.
+CHAOS_MODES = ("ok", "fail", "slow", "hang")
+CHAOS_RETRY = Retry(max_attempts=3, backoff_base=0.2, backoff_factor=2, backoff_max=1)
+
+
+def chaos_key(name: str) -> str:
+    return f"chaos:mode:{name}"
+
+
+def _chaos(name: str, **settings: object) -> Step:
+    def body(ctx: StepContext) -> dict[str, object]:
+        ledger(ctx)
+        mode = (redis().get(chaos_key(name)) or b"ok").decode()
+        if mode == "fail":
+            raise RuntimeError(f"{name} failed on purpose (attempt {ctx.attempt})")
+        if mode == "slow":  # long, but stops when the run is cancelled
+            for i in range(20):
+                ctx.progress(i, 20, "slow")
+                time.sleep(0.1)
+        elif mode == "hang":  # ignores cancellation (and its timeout, where it has one)
+            time.sleep(4)
+        else:
+            time.sleep(float(ctx.params["sleep"]))
+        return {"step": name, "attempt": ctx.attempt}
+
+    body.__name__ = name
+    return step(name, retry=CHAOS_RETRY, **settings)(body)  # type: ignore[arg-type]
+
+
+register(
+    Workflow(
+        "t_chaos",
+        [
+            _chaos("fetch"),
+            _chaos("left", depends_on="fetch"),
+            _chaos("right", depends_on="fetch", timeout=2.5),
+            _chaos("merge", depends_on=["left", "right"]),
+        ],
+        params=[Param("sleep", "float", default=0.1)],
+    ),
+    replace=True,
+)

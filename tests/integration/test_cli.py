@@ -128,3 +128,23 @@ def test_recover_reports_what_it_did(redis_conn):
         "0 lost attempt(s) reaped, 0 step(s) re-enqueued, 0 run(s) advanced, "
         "0 cancelled step(s) stopped\n"
     )
+
+
+def test_run_resume_finds_the_latest_unfinished_run_with_the_same_params(start_worker, redis_conn):
+    start_worker()
+    out = cli("run", "t_deploy", "--param", "note=auto", "--resume")
+    first = Run.objects.get()
+    assert out == (
+        "No failed or cancelled run of t_deploy with these parameters; starting a new one.\n"
+        f"Started run #{first.pk} of t_deploy\n"
+    )
+    services.cancel_run(first.pk)
+    other = services.start_run("t_deploy", {"note": "other"})
+    services.cancel_run(other.pk)
+    out = cli("run", "t_deploy", "--param", "note=auto", "--resume", "--wait")
+    assert out.startswith(f"Resumed run #{first.pk} (cancelled). Will run ")
+    assert wait_run(first.pk).status == "completed"
+    assert Run.objects.count() == 2
+    assert cli_error("run", "t_deploy", "--param", "note=other", "--continue-from", "nope") == (
+        "Workflow 't_deploy' has no step named 'nope'"
+    )

@@ -270,3 +270,13 @@ def test_cancel_interrupts_a_busy_step_in_a_simple_worker(start_worker, redis_co
     assert list(StepAttempt.objects.filter(step__run=run).values_list("status", flat=True)) == [
         "cancelled"
     ]
+
+
+def test_optional_step_failure_does_not_fail_the_run(start_worker, redis_conn):
+    start_worker()
+    run = wait_run(services.start_run("t_optional", {}).pk)
+    assert run.status == "completed"
+    assert statuses(run) == {"nice_to_have": "failed", "use_it": "skipped", "carry_on": "completed"}
+    assert run.error_summary == "completed with failures: nice_to_have"
+    assert run.steps.get(name="use_it").skip_reason == "condition is false"
+    assert ledger(redis_conn, run) == {"nice_to_have": 1, "carry_on": 1}

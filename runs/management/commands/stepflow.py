@@ -57,6 +57,18 @@ class Command(BaseCommand):
         p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE")
         p.add_argument("--idempotency-key")
         p.add_argument("--wait", action="store_true", help="Follow the run until it finishes")
+        g = p.add_mutually_exclusive_group()
+        g.add_argument(
+            "--resume",
+            action="store_true",
+            help="Resume the latest failed or cancelled run with the same parameters, if any",
+        )
+        g.add_argument(
+            "--retry-failed", action="store_true", help="Like --resume, retrying failed steps"
+        )
+        g.add_argument(
+            "--continue-from", metavar="STEP", help="Like --resume, continuing from STEP"
+        )
 
         p = sub.add_parser("resume", help="Resume a stopped run")
         p.add_argument("run_id", type=int)
@@ -113,6 +125,25 @@ class Command(BaseCommand):
 
     def do_run(self, opts: dict[str, Any]) -> None:
         params = dict(parse_param(p) for p in opts["param"])
+        mode, step = None, None
+        if opts["resume"]:
+            mode = "resume"
+        elif opts["retry_failed"]:
+            mode = "retry_failed"
+        elif opts["continue_from"]:
+            mode, step = "continue_from", opts["continue_from"]
+        if mode is not None:
+            latest = services.latest_unfinished(opts["workflow"], params)
+            if latest is not None:
+                plan = services.resume_run(latest.pk, mode, step=step, origin="cli")
+                self.stdout.write(f"Resumed run #{latest.pk} ({latest.status}). {plan.summary()}")
+                if opts["wait"]:
+                    self.follow(latest.pk)
+                return
+            self.stdout.write(
+                f"No failed or cancelled run of {opts['workflow']} with these parameters; "
+                "starting a new one."
+            )
         run = services.start_run(
             opts["workflow"], params, idempotency_key=opts["idempotency_key"], origin="cli"
         )
