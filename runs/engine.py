@@ -5,6 +5,7 @@ the run's row lock.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -65,6 +66,7 @@ class StepState:
     error: str
     progress_current: float | None
     progress_total: float | None
+    round_start: int
     rolled_back: bool
 
     FIELDS = (
@@ -77,8 +79,13 @@ class StepState:
         "error",
         "progress_current",
         "progress_total",
+        "round_start",
         "rolled_back_at",
     )
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> StepState:
+        return cls(*row[:-1], rolled_back=row[-1] is not None)
 
     @property
     def fraction(self) -> float | None:
@@ -89,10 +96,7 @@ class StepState:
 
 def load_steps(run: Run) -> dict[str, StepState]:
     rows = StepRun.objects.filter(run_id=run.pk).values_list(*StepState.FIELDS)
-    return {
-        row[2]: StepState(*row[:9], rolled_back=row[9] is not None)  # type: ignore[misc]
-        for row in rows
-    }
+    return {row[2]: StepState.from_row(row) for row in rows}
 
 
 def set_step(
@@ -256,7 +260,7 @@ class _LazySteps(dict[str, StepState]):
             where |= Q(status__in=list(states.STEP_FAILED))
         rows = StepRun.objects.filter(where, run_id=self.run.pk).values_list(*StepState.FIELDS)
         for row in rows:
-            self[row[2]] = StepState(*row[:9], rolled_back=row[9] is not None)  # type: ignore[misc]
+            self[row[2]] = StepState.from_row(row)
 
     def __missing__(self, name: str) -> StepState:
         self.load({name})
@@ -462,7 +466,6 @@ class Started:
 def begin_attempt(step_run_id: int, attempt: int, worker: str, job_id: str) -> Started | None:
     """queued (or retrying) -> running for exactly this attempt; None when the
     delivery is a duplicate or late (the step is no longer waiting for it)."""
-    now = timezone.now()
     with transaction.atomic():
         step = (
             StepRun.objects.select_related("run")
@@ -474,36 +477,57 @@ def begin_attempt(step_run_id: int, attempt: int, worker: str, job_id: str) -> S
             return None
         if step.status not in (S.QUEUED, S.RETRYING):
             return None
-        run = step.run
-        if run.status != RunStatus.RUNNING:
+        if step.run.status != RunStatus.RUNNING:
             return None
-        set_step(
-            step,
-            S.RUNNING,
-            via=S.QUEUED if step.status == S.RETRYING else None,
-            attempts=attempt,
-            worker=worker,
-            heartbeat_at=now,
-            started_at=step.started_at or now,
-            job_id=job_id,
-            retry_at=None,
-            progress_current=None,
-            progress_total=None,
-            progress_message="",
-        )
-        row = StepAttempt.objects.create(
-            step=step,
-            number=attempt,
-            run_attempt=run.attempt,
-            status=AttemptStatus.RUNNING,
-            worker=worker,
-            job_id=job_id,
-            started_at=now,
-        )
-        events.record(
-            run, "step_started", f"attempt {attempt}", step=step.name, actor=worker, attempt=attempt
-        )
+        return _start(step.run, step, attempt, worker, job_id)
+
+
+def _start(run: Run, step: StepRun, attempt: int, worker: str, job_id: str) -> Started:
+    now = timezone.now()
+    set_step(
+        step,
+        S.RUNNING,
+        via=S.QUEUED if step.status == S.RETRYING else None,
+        attempts=attempt,
+        worker=worker,
+        heartbeat_at=now,
+        started_at=step.started_at or now,
+        job_id=job_id,
+        retry_at=None,
+        progress_current=None,
+        progress_total=None,
+        progress_message="",
+    )
+    row = StepAttempt.objects.create(
+        step=step,
+        number=attempt,
+        run_attempt=run.attempt,
+        status=AttemptStatus.RUNNING,
+        worker=worker,
+        job_id=job_id,
+        started_at=now,
+    )
+    events.record(
+        run, "step_started", f"attempt {attempt}", step=step.name, actor=worker, attempt=attempt
+    )
     return Started(run, step, row)
+
+
+def start_chained(run: Run, state: StepState, worker: str) -> Started:
+    """Start a step this worker queued for itself (see advance_run's chain_queue),
+    in the transaction that queued it: recorded exactly as if it had been dequeued."""
+    step = StepRun(
+        pk=state.pk,
+        run_id=run.pk,
+        name=state.name,
+        status=state.status,
+        attempts=state.attempts,
+        round_start=state.round_start,
+        queue=workflow_of(run).steps[state.name].queue,
+    )
+    step.run = run
+    attempt = state.attempts + 1
+    return _start(run, step, attempt, worker, queue.job_id(state.pk, attempt))
 
 
 def _jsonable(value: Any) -> str | None:
@@ -520,7 +544,7 @@ class Recorded:
     worker should run next itself (see ``advance_run(chain_queue=)``)."""
 
     status: StepStatus
-    chained: StepState | None = None
+    chained: Started | None = None
 
 
 def record_outcome(
@@ -543,6 +567,8 @@ def record_outcome(
             step = StepRun.objects.filter(pk=step_run_id).first()
             if step is None:
                 return None
+        else:
+            step = copy.copy(step)  # a retried call (database restart) starts from the same state
         run = lock_run(step.run_id)
         if step.status != S.RUNNING or step.attempts != attempt:
             log.info("outcome of %s attempt %s ignored: step is %s", step, attempt, step.status)
@@ -639,4 +665,6 @@ def record_outcome(
             changed=step.name if settled else None,
             chain_queue=chain_queue,
         )
-        return Recorded(target, chained)
+        if chained is None:
+            return Recorded(target)
+        return Recorded(target, start_chained(run, chained, worker))

@@ -126,34 +126,24 @@ def execute_step(step_run_id: int, attempt: int) -> str:
     """
     worker = worker_name()
     job = get_current_job()
+    jid = job.id if job is not None else queue.job_id(step_run_id, attempt)
+    started = with_db_retry(
+        lambda: engine.begin_attempt(step_run_id, attempt, worker, jid), "starting a step"
+    )
     done = []
     limit = engine.engine_setting("CHAIN_LIMIT")
-    current: tuple[int, int] | None = (step_run_id, attempt)
-    while current is not None:
-        step_id, number = current
-        jid = job.id if job is not None and not done else queue.job_id(step_id, number)
-        chain_queue = None
-        if job is not None and len(done) + 1 < limit:
-            chain_queue = job.origin
-        result = _run_one(step_id, number, worker, jid, chain_queue)
-        if result is None:
-            break
-        name, recorded = result
-        done.append(f"{name}: {recorded.status if recorded else 'outcome ignored'}")
-        chained = recorded.chained if recorded else None
-        current = (chained.pk, chained.attempts + 1) if chained is not None else None
+    while started is not None:
+        chain_queue = job.origin if job is not None and len(done) + 1 < limit else None
+        recorded = _run_one(started, worker, chain_queue)
+        done.append(f"{started.step.name}: {recorded.status if recorded else 'outcome ignored'}")
+        started = recorded.chained if recorded is not None else None
     return "; ".join(done) or "ignored: not the current attempt"
 
 
 def _run_one(
-    step_run_id: int, attempt: int, worker: str, jid: str, chain_queue: str | None
-) -> tuple[str, engine.Recorded | None] | None:
-    started = with_db_retry(
-        lambda: engine.begin_attempt(step_run_id, attempt, worker, jid), "starting a step"
-    )
-    if started is None:
-        return None
-    run, step_run = started.run, started.step
+    started: engine.Started, worker: str, chain_queue: str | None
+) -> engine.Recorded | None:
+    run, step_run, attempt = started.run, started.step, started.attempt.number
     try:
         wf = engine.workflow_of(run)
         spec = wf[step_run.name]
@@ -165,19 +155,18 @@ def _run_one(
         store = DbStepStore(step_run, attempt, worker)
         ctx = engine.build_context(run, step_run, wf, attempt, store)
         with Heartbeat(
-            step_run_id,
+            step_run.pk,
             attempt,
             engine.engine_setting("HEARTBEAT_INTERVAL"),
             engine.engine_setting("CANCEL_GRACE"),
         ):
             outcome = run_attempt(spec, ctx, timeout_errors=(StepTimeout, JobTimeoutException))
-    recorded = with_db_retry(
+    return with_db_retry(
         lambda: engine.record_outcome(
-            step_run_id, attempt, outcome, worker, step=step_run, chain_queue=chain_queue
+            step_run.pk, attempt, outcome, worker, step=step_run, chain_queue=chain_queue
         ),
         "recording an outcome",
     )
-    return step_run.name, recorded
 
 
 def rollback_run(run_id: int, run_attempt: int) -> str:
