@@ -562,7 +562,7 @@ def record_outcome(
     ``step`` is the step run as this attempt started it (saves a query); the
     update is guarded on the attempt still being the running one either way.
     """
-    with transaction.atomic():
+    with transaction.atomic(), events.batch():
         if step is None:
             step = StepRun.objects.filter(pk=step_run_id).first()
             if step is None:

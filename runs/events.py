@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -15,6 +18,25 @@ def actor_name(user: User, fallback: str = "stepflow") -> str:
     if user is not None and getattr(user, "is_authenticated", False):
         return str(user.get_username())
     return fallback
+
+
+_buffer = threading.local()
+
+
+@contextmanager
+def batch() -> Iterator[None]:
+    """Write the events recorded inside in one INSERT when the block ends (they
+    keep their order). Use inside the transaction whose changes they describe."""
+    if getattr(_buffer, "events", None) is not None:
+        yield  # already batching
+        return
+    _buffer.events = []
+    try:
+        yield
+        if _buffer.events:
+            RunEvent.objects.bulk_create(_buffer.events)
+    finally:
+        _buffer.events = None
 
 
 def record(
@@ -31,7 +53,7 @@ def record(
     """Append one event. ``actor`` defaults to the user's name, else "stepflow"."""
     run_id = run if isinstance(run, int) else run.pk
     real_user = user if user is not None and getattr(user, "is_authenticated", False) else None
-    return RunEvent.objects.create(
+    event = RunEvent(
         run_id=run_id,
         kind=kind,
         message=message,
@@ -41,3 +63,9 @@ def record(
         user=real_user,
         data={k: v for k, v in data.items() if v is not None},
     )
+    pending = getattr(_buffer, "events", None)
+    if pending is not None:
+        pending.append(event)
+    else:
+        event.save()
+    return event
