@@ -29,7 +29,7 @@ from stepflow.registry import registry
 
 from . import corrections, services
 from .admin_forms import CheckpointAdminForm, RunAdminForm, UnmarkItemsForm
-from .models import Checkpoint, Run, RunEvent, StepAttempt, StepRun
+from .models import ApiToken, Checkpoint, Run, RunEvent, StepAttempt, StepRun
 
 ICONS = {
     "pending": "◌",
@@ -388,8 +388,9 @@ class RunAdmin(RefusalMixin, admin.ModelAdmin):
     @admin.display(description="parameters")
     def params_short(self, obj: Run) -> str:
         shown = mask_params(declared_params(obj.workflow), obj.params or {})
-        text = ", ".join(
-            f"{k}={json.dumps(v, default=str, ensure_ascii=False)}" for k, v in shown.items()
+        text = ", ".join(  # sorted: the same order on every database (jsonb sorts, SQLite not)
+            f"{k}={json.dumps(v, default=str, ensure_ascii=False)}"
+            for k, v in sorted(shown.items())
         )
         return Truncator(text).chars(60)
 
@@ -843,3 +844,19 @@ class CheckpointAdmin(RefusalMixin, admin.ModelAdmin):
             queryset.select_related("step"),
             lambda cp: corrections.checkpoint_refusal(cp.step),
         )
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens are created with ``manage.py stepflow token USER``; here they are
+    reviewed and revoked (deleted). The token itself is never stored."""
+
+    list_display = ("prefix", "user", "name", "created_at", "last_used_at")
+    search_fields = ("user__username", "name", "prefix")
+    readonly_fields = ("user", "name", "prefix", "created_at", "last_used_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

@@ -256,3 +256,22 @@ class RunEvent(models.Model):
 
 def event_data(**data: Any) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v is not None}
+
+
+class ApiToken(models.Model):
+    """A user's token for the JSON API. Only a hash of the token is stored."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=100, blank=True, help_text="What the token is for")
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(
+        max_length=8, editable=False, help_text="First characters, to tell tokens apart"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user}, {self.name or 'unnamed'})"

@@ -107,6 +107,10 @@ class Command(BaseCommand):
 
         sub.add_parser("recover", help="Reap lost attempts and re-enqueue lost jobs now")
 
+        p = sub.add_parser("token", help="Create a JSON API token for a user")
+        p.add_argument("username")
+        p.add_argument("--name", default="", help="What the token is for")
+
     def handle(self, *args: Any, **opts: Any) -> None:
         action = opts["action"]
         try:
@@ -212,6 +216,17 @@ class Command(BaseCommand):
         count = qs.count()
         qs.delete()
         self.stdout.write(f"Deleted {count} finished run(s) older than {days:g} day(s)")
+
+    def do_token(self, opts: dict[str, Any]) -> None:
+        from django.contrib.auth import get_user_model
+
+        from runs.api import new_token
+
+        user = get_user_model().objects.filter(username=opts["username"]).first()
+        if user is None:
+            raise CommandError(f"No user named {opts['username']!r}")
+        token = new_token(user, opts["name"])
+        self.stdout.write(f"API token for {user.get_username()} (shown once): {token}")
 
     def do_recover(self, opts: dict[str, Any]) -> None:
         from runs.recovery import recover
