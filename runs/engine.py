@@ -186,6 +186,9 @@ def build_context(
     """The context for ``step``: the run's parameters, and the outputs and
     statuses of the step's dependencies."""
     deps = dependency_rows(run.pk, wf.steps[step.name].depends_on)
+    secrets = [
+        str(run.params.get(n)) for n, p in wf.params.items() if p.secret and run.params.get(n)
+    ]
     return StepContext(
         step_name=step.name,
         run_id=run.pk,
@@ -195,6 +198,7 @@ def build_context(
         store=store,
         settings=context_settings(),
         statuses={n: status for n, (status, _) in deps.items()},
+        secrets=secrets,
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 from .errors import Cancelled, StepTimeout
 from .items import ItemKey, ItemSet
+from .params import MASK
 
 T = TypeVar("T")
 LEVELS = ("debug", "info", "warning", "error")
@@ -68,6 +69,7 @@ class StepContext:
         clock: Callable[[], float] = time.monotonic,
         deadline: float | None = None,
         statuses: Mapping[str, str] | None = None,
+        secrets: Iterable[str] = (),
     ) -> None:
         self.step_name = step_name
         self.run_id = run_id
@@ -76,6 +78,10 @@ class StepContext:
         self.inputs: Mapping[str, Any] = MappingProxyType(dict(inputs))
         #: Statuses of the other steps of the run (for conditions after optional steps).
         self.statuses: Mapping[str, str] = MappingProxyType(dict(statuses or {}))
+        #: Values of secret parameters: masked in what the step logs.
+        self._secrets = sorted(
+            {str(s) for s in secrets if s not in (None, "")}, key=len, reverse=True
+        )
         self._store = store
         self._settings = settings or ContextSettings()
         self._clock = clock
@@ -247,7 +253,16 @@ class StepContext:
         """A log line, kept with the run's history."""
         if level not in LEVELS:
             raise ValueError(f"log level must be one of {', '.join(LEVELS)}, not {level!r}")
-        self._store.log(level, str(message), {k: _jsonable(v) for k, v in data.items()})
+        text = self._mask(str(message))
+        clean = {k: _jsonable(v) for k, v in data.items()}
+        if self._secrets:
+            clean = json.loads(self._mask(json.dumps(clean)))
+        self._store.log(level, text, clean)
+
+    def _mask(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
+        return text
 
     def metric(self, name: str, value: float) -> None:
         """Record a number for this step (rows written, bytes, accuracy...)."""

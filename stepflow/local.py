@@ -259,6 +259,11 @@ class LocalRunner:
             clock=self.clock,
             deadline=deadline,
             statuses=self.statuses,
+            secrets=[
+                str(self.params[n])
+                for n, p in self.workflow.params.items()
+                if p.secret and self.params.get(n)
+            ],
         )
 
     def _condition(self, name: str) -> bool:

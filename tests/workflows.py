@@ -375,3 +375,20 @@ register(
     ),
     replace=True,
 )
+
+
+register(
+    Workflow(
+        "t_limited",
+        [
+            _timed("a"),
+            _timed("b", depends_on="a"),
+            _timed("c", depends_on="a"),
+            _timed("d", depends_on="a"),
+            _timed("e", depends_on=["b", "c", "d"]),
+        ],
+        params=[Param("sleep", "float", default=0.5)],
+        max_parallel=1,
+    ),
+    replace=True,
+)

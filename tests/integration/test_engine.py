@@ -280,3 +280,14 @@ def test_optional_step_failure_does_not_fail_the_run(start_worker, redis_conn):
     assert run.error_summary == "completed with failures: nice_to_have"
     assert run.steps.get(name="use_it").skip_reason == "condition is false"
     assert ledger(redis_conn, run) == {"nice_to_have": 1, "carry_on": 1}
+
+
+def test_max_parallel_keeps_ready_steps_waiting_in_order(start_worker, redis_conn):
+    start_worker(name="one")
+    start_worker(name="two")
+    run = wait_run(services.start_run("t_limited", {"sleep": 0.5}).pk, timeout=60)
+    assert run.status == "completed"
+    out = dict(run.steps.values_list("name", "output"))
+    spans = sorted((out[n]["start"], out[n]["end"], n) for n in "bcd")
+    assert [n for _, _, n in spans] == ["b", "c", "d"]
+    assert all(spans[i][1] <= spans[i + 1][0] for i in range(2))  # never two at once

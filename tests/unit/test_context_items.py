@@ -460,3 +460,20 @@ def test_first_missing_from():
     ]
     assert ItemSet().first_missing_from(3) == 3
     assert ItemSet(["x"]).first_missing_from(0) == 0
+
+
+def test_log__masks_secret_parameter_values():
+    from stepflow import Param, Workflow, step
+    from stepflow.local import LocalRunner
+
+    @step()
+    def pay(ctx):
+        ctx.log(f"charging card {ctx.params['card']}", token=ctx.params["card"], amount=3)
+
+    runner = LocalRunner(
+        Workflow("w", [pay], params=[Param("card", secret=True)]), {"card": "tok_123"}
+    )
+    assert runner.run().status == "completed"
+    assert runner.stores["pay"].logs == [
+        ("info", "charging card ••••••", {"token": "••••••", "amount": 3})
+    ]
