@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import connection
 
-from stepflow import Workflow, register, step
+from stepflow import Retry, StepContext, Workflow, register, step
 
 
 def noop() -> None:
@@ -37,3 +37,22 @@ def fan(n: int) -> Workflow:
 
 
 register(linear(500), fan(100), replace=True)
+
+
+# -- bench/recovery.py: one long step, retried at once after a lost worker ----------------
+def _long(ctx: StepContext) -> None:
+    """Sleeps ~60 s in short ticks (stops within half a second of a cancel)."""
+    import time
+
+    for i in range(600):
+        ctx.progress(i, 600)
+        time.sleep(0.1)
+
+
+register(
+    Workflow(
+        "bench_recovery",
+        [step("long", queue="bench_recovery", retry=Retry(max_attempts=30, backoff_base=0))(_long)],
+    ),
+    replace=True,
+)

@@ -48,8 +48,13 @@ def context_settings() -> ContextSettings:
 
 
 def lock_run(run_id: int) -> Run:
-    """The run, with its row locked until the transaction ends."""
-    return Run.objects.select_for_update().get(pk=run_id)
+    """The run, with its row locked until the transaction ends.
+
+    FOR NO KEY UPDATE: it serializes every change of the run's state, yet does
+    not block inserting rows that point at the run (events, attempts), whose
+    foreign keys take a KEY SHARE lock; a plain FOR UPDATE would make a cancel
+    and a starting attempt deadlock."""
+    return Run.objects.select_for_update(no_key=True).get(pk=run_id)
 
 
 @dataclass
@@ -473,7 +478,7 @@ def begin_attempt(step_run_id: int, attempt: int, worker: str, job_id: str) -> S
     with transaction.atomic():
         step = (
             StepRun.objects.select_related("run")
-            .select_for_update(of=("self",))
+            .select_for_update(of=("self",), no_key=True)
             .filter(pk=step_run_id)
             .first()
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
@@ -78,11 +78,50 @@ def reap(timeout: float | None = None) -> list[str]:
 RETRY_LATENESS = 2.0
 
 
+def _job_status(jid: str) -> str | None:
+    from rq.job import Job, NoSuchJobError
+
+    try:
+        status = Job.fetch(jid, connection=queue.connection()).get_status()
+    except NoSuchJobError:
+        return None
+    return str(getattr(status, "value", status))
+
+
+def _delivery_lost(step: StepRun, jid: str, now: datetime) -> bool:
+    """Whether the queue no longer holds a live delivery of this queued or
+    retrying step's next attempt: the job is gone (Redis flushed), ended
+    without starting the attempt (its process was killed before the attempt
+    began), was taken by a worker that died before starting it, or is marked
+    queued but is on no queue; or a retry is overdue (RQ's scheduler is held up)."""
+    from rq.job import Job
+
+    status = _job_status(jid)
+    if status is None or status in ("failed", "stopped", "canceled", "finished"):
+        return True
+    if status == "scheduled":
+        return (
+            step.status == StepStatus.RETRYING
+            and step.retry_at is not None
+            and (now - step.retry_at).total_seconds() > RETRY_LATENESS
+        )
+    if status == "started":
+        job = Job.fetch(jid, connection=queue.connection())
+        started = job.started_at
+        if started is not None and started.tzinfo is None:
+            started = started.replace(tzinfo=UTC)
+        # Starting an attempt takes milliseconds: a job "started" this long ago
+        # whose attempt never began belongs to a dead worker.
+        limit = engine.engine_setting("HEARTBEAT_TIMEOUT")
+        return started is None or (now - started).total_seconds() > limit
+    if status == "queued":
+        return queue.connection().lpos(queue.get_queue(step.queue).key, jid) is None
+    return False
+
+
 def reconcile() -> tuple[list[str], list[int]]:
     """Re-enqueue queued/retrying steps whose job is gone from Redis (or whose
     retry is overdue), and advance active runs that have nothing active left."""
-    from rq.job import Job, NoSuchJobError
-
     now = timezone.now()
     requeued = []
     for step in StepRun.objects.filter(
@@ -93,17 +132,9 @@ def reconcile() -> tuple[list[str], list[int]]:
         jid = queue.job_id(step.pk, attempt)
         if step.enqueued_at and (now - step.enqueued_at).total_seconds() < ENQUEUE_GRACE:
             continue
-        try:
-            status = Job.fetch(jid, connection=queue.connection()).get_status()
-        except NoSuchJobError:
-            status = None
-        overdue = (
-            step.status == StepStatus.RETRYING
-            and step.retry_at is not None
-            and (now - step.retry_at).total_seconds() > RETRY_LATENESS
-        )
-        if status is not None and not (overdue and status == "scheduled"):
+        if not _delivery_lost(step, jid, now):
             continue
+        status = _job_status(jid)
         delay = 0.0
         if step.status == StepStatus.RETRYING and step.retry_at and step.retry_at > now:
             delay = (step.retry_at - now).total_seconds()
@@ -117,7 +148,7 @@ def reconcile() -> tuple[list[str], list[int]]:
         queue.enqueue_step(step.pk, attempt, step.queue, spec.timeout if spec else None, delay)
         StepRun.objects.filter(pk=step.pk).update(enqueued_at=now)
         requeued.append(f"{step.name} of run #{step.run_id}")
-        why = "its retry was overdue" if status == "scheduled" else "its job was lost"
+        why = "its retry was overdue" if status == "scheduled" else f"its job was lost ({status})"
         log.warning("re-enqueued %s attempt %s (%s)", step, attempt, why)
     finalized = []
     active = list(states.STEP_ACTIVE)

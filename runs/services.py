@@ -350,6 +350,10 @@ def cancel_run(run_id: int, *, user: User = None, reason: str = "", origin: str 
             raise ActionRefused(
                 f"Run #{run.pk} is already {run.status}; only an active run can be cancelled"
             )
+        # Lock the step rows too: a worker may be starting a queued step right now
+        # (engine.begin_attempt locks the step's row); what it started keeps running
+        # and sees ctx.cancelled.
+        list(StepRun.objects.select_for_update(no_key=True).filter(run_id=run.pk).values("pk"))
         steps = engine.load_steps(run)
         now = timezone.now()
         for s in steps.values():
