@@ -9,6 +9,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("runs/compare/", views.compare, name="compare"),
     path("runs/<int:run_id>/", views.run_detail, name="run_detail"),
+    path("runs/<int:run_id>/live/", views.run_live, name="run_live"),
     path("runs/<int:run_id>/actions/<slug:action>/", views.run_action, name="run_action"),
     path("workflows/", views.workflows, name="workflows"),
     path("workflows/<slug:name>/", views.workflow_detail, name="workflow_detail"),

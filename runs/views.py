@@ -16,7 +16,7 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
-from django_htmx.http import HttpResponseStopPolling
+from django_htmx.http import HttpResponseStopPolling, reswap, retarget
 from django_htmx.middleware import HtmxDetails
 
 from stepflow.errors import StepflowError
@@ -30,6 +30,7 @@ from .ui import actions
 from .ui import compare as compare_ui
 from .ui import detail as detail_ui
 from .ui import history as history_ui
+from .ui import live as live_ui
 from .ui import workflows as workflows_ui
 
 OPERATE = "runs.operate_run"
@@ -94,6 +95,7 @@ def _detail_context(request: HttpRequest, run: Run, **extra: Any) -> dict[str, A
     return {
         "run": run,
         "d": detail,
+        "token": live_ui.version_of(detail).token(),
         "can_operate": operate,
         "actions": actions.available(run, bool(detail.failed_steps)) if operate else [],
         "nav": "runs",
@@ -101,18 +103,50 @@ def _detail_context(request: HttpRequest, run: Run, **extra: Any) -> dict[str, A
     }
 
 
+def _live_region(request: HttpRequest, run: Run) -> HttpResponse:
+    """The whole live region, in place of the one shown (the polling head asked for it);
+    polling stops once the run is finished."""
+    ctx = _detail_context(request, run)
+    html = render_to_string("runs/detail.html#live", ctx, request=request)
+    response = HttpResponse(html) if ctx["d"].active else HttpResponseStopPolling(html)
+    return reswap(retarget(response, "#run-live"), "outerHTML")
+
+
 @login_required
 @require_GET
 def run_detail(request: HtmxHttpRequest, run_id: int) -> HttpResponse:
     run = _run_or_404(run_id)
     if request.htmx and request.htmx.target == "run-live":
-        ctx = _detail_context(request, run)
-        html = render_to_string("runs/detail.html#live", ctx, request=request)
-        if ctx["d"].active:
-            return HttpResponse(html)
-        return HttpResponseStopPolling(html)
+        return _live_region(request, run)
     ctx = _detail_context(request, run, previous_id=detail_ui.previous_run_id(run))
     return render(request, "runs/detail.html", ctx)
+
+
+@login_required
+@require_GET
+def run_live(request: HtmxHttpRequest, run_id: int) -> HttpResponse:
+    """What the polling head of the run page swaps: see :mod:`runs.ui.live`."""
+    try:
+        run = live_ui.load_run(run_id)
+    except Run.DoesNotExist:
+        raise Http404(f"No run #{run_id}") from None
+    update = live_ui.poll(run, request.GET.get("v", ""))
+    if update.kind == "same":
+        return HttpResponse(status=204)
+    if update.kind == "all":
+        return _live_region(request, run)
+    assert update.version is not None
+    ctx = {
+        "run": run,
+        "d": update.head,
+        "token": update.version.token(),
+        "steps": update.steps,
+        "step_oob": True,
+        "history": update.history,
+        "logs": update.logs,
+        "charts": update.charts,
+    }
+    return HttpResponse(render_to_string("runs/detail.html#update", ctx, request=request))
 
 
 @login_required
@@ -131,7 +165,8 @@ def run_action(request: HtmxHttpRequest, run_id: int, action: str) -> HttpRespon
             messages.success(request, panel.flash)
             return redirect("run_detail", run_id=run.pk)
     else:
-        panel = actions.build(run, action, request.GET.get("step"))
+        clear = request.GET.get("clear_items") in ("1", "on", "true")
+        panel = actions.build(run, action, request.GET.get("step"), clear)
     if not request.htmx:
         ctx = _detail_context(request, run, panel=panel, previous_id=None)
         return render(request, "runs/detail.html", ctx, status=status)

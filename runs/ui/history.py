@@ -109,11 +109,16 @@ class HistoryQuery:
 
 
 def search_q(text: str) -> Q:
-    """Run id (``42`` or ``#42``), idempotency key, or any text inside the parameters.
+    """Run id (``42``; ``#42`` finds only that run), idempotency key, or any text inside
+    the parameters.
 
-    The parameters are searched as JSON text (a cast works on PostgreSQL and SQLite)."""
-    q = Q(idempotency_key__icontains=text) | Q(params_text__icontains=text)
+    The parameters are searched as JSON text (a cast works on PostgreSQL and SQLite). On
+    PostgreSQL each branch has an index: the primary key, and trigram indexes over exactly
+    the ``UPPER(...)`` expressions that ``icontains`` compiles to (migration 0003)."""
     match = _RUN_ID.match(text)
+    if match and text.startswith("#"):
+        return Q(pk=int(match.group(1)))
+    q = Q(idempotency_key__icontains=text) | Q(params_text__icontains=text)
     if match:
         q |= Q(pk=int(match.group(1)))
     return q

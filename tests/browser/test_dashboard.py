@@ -117,6 +117,7 @@ def test_failed_build__retry_failed_from_the_page(  # type: ignore[no-untyped-de
 def test_continue_from_a_step(page: Page, live_server, operator, worker) -> None:  # type: ignore[no-untyped-def]
     run = services.start_run("t_deploy", {"sleep": 0}, user=operator)
     wait_run(run.pk, ("completed",))
+    StepRun.objects.filter(run=run, name="template").update(items_done=3)
     login(page, live_server, "olga", "pw-olga-123")
     page.goto(f"{live_server.url}/runs/{run.pk}/")
     page.click("button[data-action=continue_from]")
@@ -130,13 +131,26 @@ def test_continue_from_a_step(page: Page, live_server, operator, worker) -> None
     panel.locator("select[name=step]").select_option("template")
     expect(panel).to_contain_text("Will run template, deploy")
     expect(panel).to_contain_text("Keeps prepare, build")
+    # template has items done: the panel offers to clear them, and the plan says so.
+    clear = panel.get_by_label(
+        "Clear the 3 items already done by template (they are processed again)"
+    )
+    page.wait_for_function(
+        "() => document.querySelector('#clear-items')"
+        "?.['htmx-internal-data']?.initHash !== undefined"
+    )
+    clear.check()
+    expect(panel).to_contain_text("Clears the items already done by template")
+    expect(panel.locator("#clear-items")).to_be_checked()
     panel.locator("[data-confirm]").click()
     expect(panel).to_contain_text("Continued from template by olga")
+    expect(panel).to_contain_text("Clears the items already done by template, deploy.")
     expect(page.locator(".events")).to_contain_text("Continued from template by olga")
     wait_run(run.pk, ("completed",), timeout=30)
     expect(status_line(page)).to_contain_text("completed", timeout=TIMEOUT)
     attempts = dict(StepRun.objects.filter(run=run).values_list("name", "attempts"))
     assert attempts == {"prepare": 1, "build": 1, "template": 2, "deploy": 2}
+    assert StepRun.objects.get(run=run, name="template").items_done == 0
 
 
 def test_cancel_a_running_run(page: Page, live_server, operator, worker) -> None:  # type: ignore[no-untyped-def]

@@ -3,6 +3,7 @@ filters and pagination, query counts, forms and refused actions."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 from urllib.parse import quote
@@ -250,7 +251,11 @@ def test_history__filters_and_search(op_client: Client, operator: User) -> None:
     assert ids("?who=cron") == [c.pk]
     assert ids(f"?since={(old + timedelta(days=1)).date().isoformat()}") == [c.pk, b.pk, a.pk]
     assert ids(f"?until={old.date().isoformat()}") == [d.pk]
-    assert ids(f"?q={b.pk}") == [b.pk]
+    # A bare number finds the run with that id, and runs whose key or parameters contain it
+    # (with small ids, as on SQLite, "2" is also in c's key "order-42" and d's sleep 2.0).
+    text = {r.pk: json.dumps(r.params) + (r.idempotency_key or "") for r in (d, c, b, a)}
+    assert ids(f"?q={b.pk}") == [r.pk for r in (d, c, b, a) if r == b or str(b.pk) in text[r.pk]]
+    assert ids(f"?q=%23{b.pk}") == [b.pk]
     assert ids(f"?q=%23{c.pk}") == [c.pk]
     assert ids("?q=order-4") == [c.pk]
     assert ids("?q=beta-7") == [b.pk]
@@ -340,6 +345,88 @@ def test_run_detail__live_fragment_stops_polling_when_finished(op_client: Client
     assert "hx-trigger" not in response.content.decode().split('id="action-panel"')[0]
 
 
+# -- polling the run page -----------------------------------------------------------------
+POLL_URL = re.compile(r'id="run-head"[^>]* hx-get="([^"]+)"')
+
+
+def poll_url(client: Client, run: Run) -> str:
+    """The URL the run page's head polls, with the token of the version it shows."""
+    page = client.get(f"/runs/{run.pk}/").content.decode()
+    return POLL_URL.search(page).group(1).replace("&amp;", "&")
+
+
+def test_poll__an_unchanged_run_answers_204_in_4_queries(op_client: Client) -> None:
+    run = make_run(status="running", steps=30)
+    url = poll_url(op_client, run)
+    assert url.startswith(f"/runs/{run.pk}/live/?v=")
+    with CaptureQueriesContext(connection) as ctx:
+        response = op_client.get(url, headers={"HX-Request": "true"})
+    assert (response.status_code, response.content) == (204, b"")
+    # session, user, the run with its newest event id, the moving steps
+    assert len(ctx.captured_queries) == 4
+
+
+def test_poll__a_moving_step_and_new_events_come_out_of_band(op_client: Client) -> None:
+    run = make_run(status="running", steps=30)
+    url = poll_url(op_client, run)
+    StepRun.objects.filter(run=run, name="s3").update(progress_current=7)
+    RunEvent.objects.create(run=run, kind="log", step="s3", message="seven of ten")
+    response = op_client.get(url, headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert body.lstrip().startswith('<div id="run-head" class="run-head" hx-get="')
+    assert POLL_URL.search(body).group(1) != url
+    # Every step is running, so every row comes again, out of band; nothing else.
+    assert body.count('<tbody class="step" id="step-') == 30
+    assert '<tbody class="step" id="step-s3" hx-swap-oob="true">' in body
+    assert '<progress max="100" value="70" aria-label="Progress of s3">70%</progress>' in body
+    assert '<ol hx-swap-oob="beforeend:#logs-list"><li class="log lvl-info">' in body
+    assert "seven of ten" in body
+    assert "history-list" not in body and "run-charts" not in body
+
+
+def test_poll__only_the_steps_that_moved_and_a_step_event_redraws_the_charts(
+    op_client: Client,
+) -> None:
+    run = make_run(status="running", steps=30)
+    StepRun.objects.filter(run=run).exclude(name="s4").update(status="completed")
+    url = poll_url(op_client, run)
+    StepRun.objects.filter(run=run, name="s4").update(status="completed")
+    RunEvent.objects.create(run=run, kind="step_completed", step="s4", actor="w1")
+    Run.objects.filter(pk=run.pk).update(progress=0.9)
+    response = op_client.get(url, headers={"HX-Request": "true"})
+    body = response.content.decode()
+    # s4 was moving at the last poll: its row comes again, as completed; no other row.
+    assert re.findall(r'<tbody class="step" id="(step-[^"]+)"', body) == ["step-s4"]
+    assert '<span class="badge s-completed">' in body.split('id="step-s4"')[1]
+    assert '<ol hx-swap-oob="beforeend:#history-list"><li class="event ev-step_completed' in body
+    assert '<div id="run-charts" hx-swap-oob="innerHTML">' in body
+    assert 'class="timeline"' in body and 'class="dag"' in body
+    assert "90%" in body
+    # Nothing moves any more: the next poll with the new token has nothing to send.
+    again = POLL_URL.search(body).group(1).replace("&amp;", "&")
+    assert op_client.get(again, headers={"HX-Request": "true"}).status_code == 204
+
+
+def test_poll__a_status_change_sends_the_whole_region_and_the_end_stops_polling(
+    op_client: Client,
+) -> None:
+    run = make_run(status="running")
+    url = poll_url(op_client, run)
+    assert (
+        op_client.get(f"/runs/{run.pk}/live/?v=nonsense")
+        .content.decode()
+        .startswith('\n<section id="run-live"')
+    )
+    Run.objects.filter(pk=run.pk).update(status="completed", progress=1.0)
+    response = op_client.get(url, headers={"HX-Request": "true"})
+    assert response.status_code == 286
+    assert (response["HX-Retarget"], response["HX-Reswap"]) == ("#run-live", "outerHTML")
+    body = response.content.decode()
+    assert '<section id="run-live" class="run-live" data-status="completed">' in body
+    assert "hx-trigger" not in body.split('id="action-panel"')[0]
+
+
 # -- start form ---------------------------------------------------------------------------
 def test_start_form__shows_validation_errors_inline(op_client: Client) -> None:
     response = op_client.post("/workflows/payment/", {"p_amount": "", "p_currency": "XXX"})
@@ -418,6 +505,41 @@ def test_action_panel__warns_when_the_definition_changed(op_client: Client) -> N
     response = op_client.post(f"/runs/{run.pk}/actions/resume/", headers={"HX-Request": "true"})
     assert response.status_code == 409
     assert "confirm to run with the new definition" in response.content.decode()
+
+
+def test_continue_from__offers_to_clear_the_items_done(op_client: Client) -> None:
+    run = make_run(status="failed", step_error="RuntimeError: x")
+    StepRun.objects.filter(run=run).exclude(name="build").update(items_done=0)
+    StepRun.objects.filter(run=run, name="build").update(items_done=1204)
+    url = f"/runs/{run.pk}/actions/continue_from/?step=build"
+    body = op_client.get(url, headers={"HX-Request": "true"}).content.decode()
+    assert (
+        '<input type="checkbox" name="clear_items" value="1" id="clear-items" '
+        'form="action-form-continue_from"'
+    ) in body
+    assert "Clear the 1,204 items already done by build (they are processed again)" in body
+    assert "Clears" not in body
+    preview = op_client.get(url + "&clear_items=1", headers={"HX-Request": "true"})
+    # Only the steps that go back to pending are cleared (template and deploy never ran).
+    assert preview.context["panel"].plan.summary() == (
+        "Will run build, template, deploy. Keeps prepare. Clears the items already done by build."
+    )
+    assert "<strong>Clears</strong> the items already done by build" in preview.content.decode()
+    # Continuing from deploy re-runs no step with items done: nothing to offer.
+    later = op_client.get(f"/runs/{run.pk}/actions/continue_from/?step=deploy").content.decode()
+    assert "clear_items" not in later
+
+    response = op_client.post(
+        f"/runs/{run.pk}/actions/continue_from/",
+        {"step": "build", "clear_items": "1"},
+        headers={"HX-Request": "true"},
+    )
+    assert response.status_code == 200
+    assert (
+        "Continued from build by olga — Will run build, template, deploy. Keeps prepare. "
+        "Clears the items already done by build."
+    ) in response.content.decode()
+    assert StepRun.objects.get(run=run, name="build").items_done == 0
 
 
 def test_continue_from__unknown_step_is_a_400(op_client: Client) -> None:
