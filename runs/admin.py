@@ -26,31 +26,18 @@ from django.utils.text import Truncator
 from stepflow.errors import StepflowError
 from stepflow.params import mask_params
 from stepflow.registry import registry
+from stepflow.states import STATUS_ICONS
 
 from . import corrections, services
 from .admin_forms import CheckpointAdminForm, RunAdminForm, UnmarkItemsForm
 from .models import ApiToken, Checkpoint, Run, RunEvent, StepAttempt, StepRun
-
-ICONS = {
-    "pending": "◌",
-    "queued": "◌",
-    "running": "●",
-    "retrying": "↻",
-    "completed": "✓",
-    "failed": "✕",
-    "timed_out": "⏱",
-    "skipped": "⤼",
-    "cancelling": "⊘",
-    "cancelled": "⊘",
-    "worker_lost": "✕",
-}
 
 
 def badge(status: str) -> str:
     return format_html(
         '<span class="sf-badge sf-{}">{} {}</span>',
         status,
-        ICONS.get(status, "•"),
+        STATUS_ICONS.get(status, "•"),
         status.replace("_", " "),
     )
 

@@ -46,6 +46,22 @@ class AttemptStatus(StrEnum):
 
 R, S = RunStatus, StepStatus
 
+#: The icon shown beside every run, step and attempt status (with its word, never
+#: colour alone), in the pages, the admin and the terminal.
+STATUS_ICONS: dict[str, str] = {
+    "pending": "◌",
+    "queued": "◌",
+    "running": "●",
+    "retrying": "↻",
+    "completed": "✓",
+    "failed": "✕",
+    "timed_out": "⏱",
+    "worker_lost": "✕",
+    "skipped": "⤼",
+    "cancelling": "⊘",
+    "cancelled": "⊘",
+}
+
 #: Run statuses in which no step is executing and none will start by itself.
 RUN_FINISHED: frozenset[RunStatus] = frozenset({R.COMPLETED, R.FAILED, R.CANCELLED})
 #: Run statuses from which a resume, retry or continue may start.

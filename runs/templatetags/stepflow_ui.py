@@ -13,22 +13,9 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
-register = template.Library()
+from stepflow.states import STATUS_ICONS
 
-#: Icon and word of every run, step and attempt status (never colour alone).
-STATUS_ICONS: dict[str, str] = {
-    "pending": "◌",
-    "queued": "◌",
-    "running": "●",
-    "retrying": "↻",
-    "completed": "✓",
-    "failed": "✕",
-    "timed_out": "⏱",
-    "worker_lost": "✕",
-    "skipped": "⤼",
-    "cancelling": "⊘",
-    "cancelled": "⊘",
-}
+register = template.Library()
 
 
 @functools.cache

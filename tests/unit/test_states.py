@@ -159,3 +159,10 @@ def test_status_values_are_plain_strings():
         "worker_lost",
         "cancelled",
     ]
+
+
+def test_every_status_has_an_icon():
+    from stepflow.states import AttemptStatus
+
+    names = {m.value for enum in (RunStatus, StepStatus, AttemptStatus) for m in enum}
+    assert set(states.STATUS_ICONS) == names

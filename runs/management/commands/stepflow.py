@@ -19,20 +19,7 @@ from runs.models import Run, RunStatus
 from stepflow.errors import StepflowError
 from stepflow.params import mask_params
 from stepflow.registry import registry
-from stepflow.states import RUN_FINISHED
-
-SYMBOLS = {
-    "pending": "◌",
-    "queued": "◌",
-    "running": "●",
-    "retrying": "↻",
-    "completed": "✓",
-    "failed": "✕",
-    "timed_out": "⏱",
-    "skipped": "⤼",
-    "cancelled": "⊘",
-    "cancelling": "⊘",
-}
+from stepflow.states import RUN_FINISHED, STATUS_ICONS
 
 
 def parse_param(text: str) -> tuple[str, str]:
@@ -203,7 +190,7 @@ class Command(BaseCommand):
         for r in rows:
             when = timezone.localtime(r.created_at).strftime("%Y-%m-%d %H:%M:%S")
             self.stdout.write(
-                f"#{r.pk:<6} {r.workflow:<20} {SYMBOLS.get(r.status, '')} {r.status:<10} "
+                f"#{r.pk:<6} {r.workflow:<20} {STATUS_ICONS.get(r.status, '')} {r.status:<10} "
                 f"{r.progress * 100:5.1f}%  {when}  {r.error_summary}"
             )
 
@@ -262,7 +249,7 @@ class Command(BaseCommand):
         except StepflowError:
             declared = {}
         self.stdout.write(
-            f"Run #{run.pk} {run.workflow}  {SYMBOLS.get(run.status, '')} {run.status}  "
+            f"Run #{run.pk} {run.workflow}  {STATUS_ICONS.get(run.status, '')} {run.status}  "
             f"{run.progress * 100:.0f}%  attempt {run.attempt}"
         )
         params = mask_params(declared, run.params)
@@ -281,7 +268,7 @@ class Command(BaseCommand):
             if s.skip_reason and s.status == "skipped":
                 extra += f"  ({s.skip_reason})"
             self.stdout.write(
-                f"  {SYMBOLS.get(s.status, '')} {s.name:<20} {s.status:<10} "
+                f"  {STATUS_ICONS.get(s.status, '')} {s.name:<20} {s.status:<10} "
                 f"{s.attempts} attempt(s){extra}"
             )
 
