@@ -109,11 +109,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"].setdefault("TEST", {})["NAME"] = str(VAR_DIR / "test.sqlite3")
+    # One test database per test session (the workers it starts get its path in DATABASE_URL):
+    # two sessions at once must not delete each other's database.
+    test_db = VAR_DIR / f"test-{os.getpid()}.sqlite3"
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = str(test_db)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6391/0"
+# Without REDIS_URL: the embedded Redis of ./dev up (its port can be moved with --redis-port or
+# STEPFLOW_EMBEDDED_REDIS_PORT).
+REDIS_URL = (
+    os.environ.get("REDIS_URL")
+    or f"redis://127.0.0.1:{os.environ.get('STEPFLOW_EMBEDDED_REDIS_PORT') or '6391'}/0"
+)
 RQ_QUEUES = {
     name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600}
     for name in os.environ.get("STEPFLOW_QUEUES", "default,heavy").split(",")

@@ -20,6 +20,15 @@ import tests.workflows  # noqa: F401  (registers the test workflows in this proc
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``postgres`` need PostgreSQL by nature: skipped on the embedded SQLite."""
+    if item.get_closest_marker("postgres") is not None:
+        from django.db import connection
+
+        if connection.vendor != "postgresql":
+            pytest.skip(f"needs PostgreSQL (the database is {connection.vendor})")
+
+
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):  # type: ignore[no-untyped-def]
     return {

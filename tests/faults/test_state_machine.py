@@ -47,7 +47,8 @@ from stepflow.states import RUN_FINISHED, STEP_ACTIVE, STEP_FINISHED
 from tests.conftest import WorkerProcess
 from tests.workflows import CHAOS_MODES, chaos_key
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Row locks held from the test, REPEATABLE READ snapshots: PostgreSQL by nature.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 
 STEPS = ("fetch", "left", "right", "merge")
 MAX_RUNS = 4

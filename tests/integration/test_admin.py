@@ -151,7 +151,7 @@ def test_changelist__shows_runs_with_status_badges_and_masked_secrets(admin_clie
     assert response.status_code == 200
     body = response.content.decode()
     assert SECRET not in body
-    assert f"count=3, token=&quot;{MASK}&quot;" in body  # jsonb orders the keys
+    assert f"count=3, token=&quot;{MASK}&quot;" in body  # keys sorted
     assert '<span class="sf-badge sf-failed">✕ failed</span><br><small>at prepare</small>' in body
     assert '<span class="sf-badge sf-running">● running</span>' in body
     assert list(response.context["cl"].result_list) == [secret, failed]
