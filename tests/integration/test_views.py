@@ -596,3 +596,23 @@ def test_run_detail__a_param_named_items_is_shown(op_client: Client) -> None:
     response = op_client.get(f"/runs/{run.pk}/")
     assert response.status_code == 200
     assert "<dt>items</dt><dd><code>7</code></dd>" in response.content.decode()
+
+
+def test_completed_with_failures_is_marked(client, redis_conn):  # type: ignore[no-untyped-def]
+    from django.contrib.auth.models import User
+
+    from runs.models import Run
+
+    User.objects.create_user("marker", password="pw-marker-123")
+    client.login(username="marker", password="pw-marker-123")
+    run = Run.objects.create(
+        workflow="t_optional",
+        definition_hash="x",
+        params_hash="x",
+        status="completed",
+        error_summary="completed with failures: nice_to_have",
+    )
+    history = client.get("/").content.decode()
+    assert "⚠ completed with failures: nice_to_have</div>" in history
+    detail = client.get(f"/runs/{run.pk}/").content.decode()
+    assert "⚠ completed with failures: nice_to_have (optional steps)</p>" in detail
