@@ -152,7 +152,7 @@ def storage_per_item(n: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--naive", type=int, default=100_000, help="items for the baseline")
-    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=10_000)
     args = parser.parse_args()
     setup()
     base = naive(args.naive)

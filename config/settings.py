@@ -192,7 +192,7 @@ STEPFLOW = {
     "HEARTBEAT_TIMEOUT": float(os.environ.get("STEPFLOW_HEARTBEAT_TIMEOUT", "15")),
     "REAPER_INTERVAL": float(os.environ.get("STEPFLOW_REAPER_INTERVAL", "5")),
     "CANCEL_GRACE": float(os.environ.get("STEPFLOW_CANCEL_GRACE", "10")),
-    "ITEM_BATCH_SIZE": int(os.environ.get("STEPFLOW_ITEM_BATCH_SIZE", "1000")),
+    "ITEM_BATCH_SIZE": int(os.environ.get("STEPFLOW_ITEM_BATCH_SIZE", "10000")),
     "ITEM_FLUSH_SECONDS": float(os.environ.get("STEPFLOW_ITEM_FLUSH_SECONDS", "2")),
     "PROGRESS_INTERVAL": float(os.environ.get("STEPFLOW_PROGRESS_INTERVAL", "1")),
     "CHAIN_LIMIT": int(os.environ.get("STEPFLOW_CHAIN_LIMIT", "20")),

@@ -47,7 +47,7 @@ class ContextSettings:
     ``item_batch_size`` items or ``item_flush_seconds`` seconds, whichever
     comes first: after a hard crash at most one batch is processed again."""
 
-    item_batch_size: int = 1000
+    item_batch_size: int = 10_000
     item_flush_seconds: float = 2.0
     progress_interval: float = 1.0
     cancel_check_interval: float = 0.5

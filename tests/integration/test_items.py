@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 from runs import services
 from runs.models import RunEvent, StepRun
@@ -17,7 +18,8 @@ from tests.conftest import wait_for, wait_run
 pytestmark = pytest.mark.django_db(transaction=True)
 
 N = 100_000
-BATCH = 1000  # the default STEPFLOW_ITEM_BATCH_SIZE: the documented re-processing bound
+#: The documented re-processing bound: STEPFLOW_ITEM_BATCH_SIZE (the workers' default).
+BATCH = settings.STEPFLOW["ITEM_BATCH_SIZE"]
 
 
 def processed(ledger: Path) -> Counter[str]:
