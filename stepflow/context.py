@@ -11,7 +11,7 @@ import itertools
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
@@ -96,6 +96,8 @@ class StepContext:
         self._progress_dirty = False
         self._cancel_checked_at = float("-inf")
         self._cancelled = False
+        self._own_progress = False  # the step called progress() itself
+        self._items_total: int | None = None
 
     # -- cancellation -------------------------------------------------------------
     @property
@@ -147,8 +149,14 @@ class StepContext:
     def items(self, iterable: Iterable[T], key: Callable[[T], Any] | None = None) -> Iterator[T]:
         """Yield only the items not yet done by this step, marking each done once
         the loop body for it has finished. Without ``key`` an item's key is its
-        position in ``iterable``."""
+        position in ``iterable``.
+
+        When ``iterable`` has a length and the step reports no progress of its
+        own, the progress is the count of done items out of that length.
+        """
         done = self.done_items()
+        if isinstance(iterable, Sized) and not self._own_progress:
+            self._items_total = len(iterable)
         if key is None:
             yield from self._items_by_position(iter(iterable), done)
             return
@@ -229,6 +237,15 @@ class StepContext:
         if self._pending:
             batch, self._pending = self._pending, []
             self._store.mark_items(batch, self.done_items())
+            if self._items_total and not self._own_progress:
+                done = len(self.done_items())
+                self._progress = (
+                    done,
+                    self._items_total,
+                    f"{done:,} of {self._items_total:,} items",
+                )
+                self._progress_dirty = True
+                self._save_progress(self._clock())
         self._last_flush = self._clock()
 
     # -- progress, logs, metrics -----------------------------------------------------
@@ -236,6 +253,7 @@ class StepContext:
         self, current: float | None, total: float | None = None, message: str = ""
     ) -> None:
         """Report in-step progress; stored at most once a second."""
+        self._own_progress = True
         self._progress = (current, total, str(message)[:500])
         self._progress_dirty = True
         now = self._clock()

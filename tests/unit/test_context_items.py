@@ -477,3 +477,23 @@ def test_log__masks_secret_parameter_values():
     assert runner.stores["pay"].logs == [
         ("info", "charging card ••••••", {"token": "••••••", "amount": 3})
     ]
+
+
+def test_items__progress_from_the_items_when_the_step_reports_none():
+    store = MemoryStore()
+    ctx = make_ctx(store, settings=ContextSettings(item_batch_size=4, item_flush_seconds=1e9))
+    for _ in ctx.items(list(range(10))):
+        pass
+    assert store.progress == (8, 10, "8 of 10 items")
+    ctx.finish(success=True)
+    assert store.progress == (10, 10, "10 of 10 items")
+
+
+def test_items__the_steps_own_progress_wins():
+    store = MemoryStore()
+    ctx = make_ctx(store, settings=ContextSettings(item_batch_size=4, item_flush_seconds=1e9))
+    ctx.progress(1, 3, "phase 1 of 3")
+    for _ in ctx.items(list(range(10))):
+        pass
+    ctx.finish(success=True)
+    assert store.progress == (1, 3, "phase 1 of 3")
