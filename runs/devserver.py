@@ -182,26 +182,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
-    import psutil
+    from runs.embedded import stop_process_tree
 
-    family = []
-    for p in procs:
-        try:
-            parent = psutil.Process(p.pid)
-            family += [parent, *parent.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            pass
-    for p in family:
-        try:
-            p.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(family, timeout=8)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
+    stop_process_tree([p.pid for p in procs], timeout=8)
     for p in procs:
         try:
             p.wait(timeout=5)

@@ -60,3 +60,29 @@ def stop_redis(server: Any) -> None:
     workdir = Path(server.db).parent
     if workdir.name.startswith("stepflow-redis-"):
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def stop_process_tree(pids: list[int], timeout: float = 8.0) -> None:
+    """SIGTERM each process and everything below it; SIGKILL what is left after ``timeout``."""
+    import signal
+
+    import psutil
+
+    family: list[psutil.Process] = []
+    for pid in pids:
+        try:
+            parent = psutil.Process(pid)
+            family += [parent, *parent.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
+    for p in family:
+        try:
+            p.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(family, timeout=timeout)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass

@@ -60,9 +60,3 @@ def enqueue_call(func: str, *args: object, queue: str = "default", delay: float 
         q.enqueue_in(timedelta(seconds=delay), func, *args, job_timeout=-1, result_ttl=600)
     else:
         q.enqueue(func, *args, job_timeout=-1, result_ttl=600)
-
-
-def job_exists(jid: str) -> bool:
-    from rq.job import Job
-
-    return bool(connection().exists(Job.key_for(jid)))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs a loop
 
 import tests.workflows  # noqa: F401  (registers the test workflows in this process)
+from runs.embedded import stop_process_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,18 +98,7 @@ class WorkerProcess:
     def stop(self) -> None:
         """Stop the worker; whatever is still running after a few seconds is killed."""
         if self.proc.poll() is None:
-            family = self._family()
-            for p in family:
-                try:
-                    p.send_signal(signal.SIGTERM)
-                except psutil.NoSuchProcess:
-                    pass
-            _, alive = psutil.wait_procs(family, timeout=5)
-            for p in alive:
-                try:
-                    p.kill()
-                except psutil.NoSuchProcess:
-                    pass
+            stop_process_tree([self.proc.pid], timeout=5)
         self.proc.wait(timeout=10)
 
     def output(self) -> str:
