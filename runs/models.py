@@ -21,12 +21,14 @@ class RunStatus(models.TextChoices):
     FAILED = "failed"
     CANCELLING = "cancelling"
     CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out", "timed out"
 
 
 class StepStatus(models.TextChoices):
     PENDING = "pending"
     QUEUED = "queued"
     RUNNING = "running"
+    WAITING = "waiting"
     RETRYING = "retrying"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -37,6 +39,7 @@ class StepStatus(models.TextChoices):
 
 class AttemptStatus(models.TextChoices):
     RUNNING = "running"
+    WAITING = "waiting"
     COMPLETED = "completed"
     SKIPPED = "skipped"
     FAILED = "failed"
@@ -56,6 +59,33 @@ class Run(models.Model):
     progress_at = models.DateTimeField(null=True, blank=True)
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
+    parent_step = models.ForeignKey(
+        "StepRun",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="child_runs",
+        help_text="The step of the parent run that started this run and waits for it",
+    )
+    schedule = models.ForeignKey(
+        "Schedule",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runs",
+        help_text="The schedule that started this run",
+    )
+    scheduled_for = models.DateTimeField(
+        null=True, blank=True, help_text="The schedule's tick this run was started for"
+    )
+    deadline = models.DateTimeField(
+        null=True, blank=True, help_text="When the workflow's timeout stops this run attempt"
+    )
+    stop_reason = models.CharField(
+        max_length=20,
+        blank=True,
+        help_text="Why a cancelling run is stopping: cancel (a user) or timeout (the deadline)",
     )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -133,12 +163,27 @@ class StepRun(models.Model):
     error = models.TextField(blank=True)
     skip_reason = models.CharField(max_length=300, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
+    waiting_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Ready, but waiting for a free slot of its queue's limit (see Queue limits)",
+    )
 
     class Meta:
         ordering = ["run", "position"]
         constraints = [models.UniqueConstraint(fields=["run", "name"], name="steprun_run_name")]
         indexes = [
             models.Index(fields=["status", "heartbeat_at"], name="steprun_status_heartbeat"),
+            models.Index(
+                fields=["queue", "waiting_since", "id"],
+                name="steprun_queue_waiting",
+                condition=models.Q(waiting_since__isnull=False),
+            ),
+            models.Index(
+                fields=["queue", "status"],
+                name="steprun_queue_active",
+                condition=models.Q(status__in=["queued", "running", "retrying"]),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -275,3 +320,51 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user}, {self.name or 'unnamed'})"
+
+
+class QueueLimit(models.Model):
+    """At most ``limit`` steps of all runs on one queue are queued, running or
+    retrying at once; ready steps beyond it wait, oldest first."""
+
+    queue = models.CharField(max_length=100, unique=True)
+    limit = models.PositiveIntegerField(help_text="Steps of all runs active on this queue at once")
+    note = models.CharField(max_length=300, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["queue"]
+
+    def __str__(self) -> str:
+        return f"{self.queue}: at most {self.limit}"
+
+
+class Schedule(models.Model):
+    """Starts a run of a workflow with given parameters at every tick of a cron expression."""
+
+    name = models.CharField(max_length=100, unique=True)
+    workflow = models.CharField(max_length=100)
+    cron = models.CharField(
+        max_length=100, help_text="minute hour day-of-month month day-of-week, or @hourly, @daily…"
+    )
+    timezone = models.CharField(max_length=64, default="UTC")
+    params = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    next_run_at = models.DateTimeField(null=True, blank=True, help_text="The next tick")
+    last_run_at = models.DateTimeField(null=True, blank=True, help_text="The last tick started")
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [models.Index(fields=["enabled", "next_run_at"], name="schedule_due")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.workflow}, {self.cron})"

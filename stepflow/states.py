@@ -20,12 +20,14 @@ class RunStatus(StrEnum):
     FAILED = "failed"  # a required step failed; can be resumed
     CANCELLING = "cancelling"  # cancel asked; running steps are stopping
     CANCELLED = "cancelled"  # stopped by a user; can be resumed
+    TIMED_OUT = "timed_out"  # stopped at the workflow's deadline; can be resumed
 
 
 class StepStatus(StrEnum):
     PENDING = "pending"  # waiting for its dependencies
     QUEUED = "queued"  # an attempt is on the queue
     RUNNING = "running"  # a worker is executing an attempt
+    WAITING = "waiting"  # its attempt started child runs and waits for them (no worker held)
     RETRYING = "retrying"  # an attempt failed; the next waits for its backoff
     COMPLETED = "completed"  # succeeded
     FAILED = "failed"  # failed with no attempts left
@@ -36,6 +38,7 @@ class StepStatus(StrEnum):
 
 class AttemptStatus(StrEnum):
     RUNNING = "running"  # being executed
+    WAITING = "waiting"  # started child runs; ends when they end
     COMPLETED = "completed"  # succeeded
     SKIPPED = "skipped"  # can_skip said the work was already done
     FAILED = "failed"  # raised or returned a failure
@@ -52,6 +55,7 @@ STATUS_ICONS: dict[str, str] = {
     "pending": "◌",
     "queued": "◌",
     "running": "●",
+    "waiting": "⧗",
     "retrying": "↻",
     "completed": "✓",
     "failed": "✕",
@@ -63,9 +67,11 @@ STATUS_ICONS: dict[str, str] = {
 }
 
 #: Run statuses in which no step is executing and none will start by itself.
-RUN_FINISHED: frozenset[RunStatus] = frozenset({R.COMPLETED, R.FAILED, R.CANCELLED})
+RUN_FINISHED: frozenset[RunStatus] = frozenset({R.COMPLETED, R.FAILED, R.CANCELLED, R.TIMED_OUT})
 #: Run statuses from which a resume, retry or continue may start.
-RUN_RESUMABLE: frozenset[RunStatus] = frozenset({R.COMPLETED, R.FAILED, R.CANCELLED})
+RUN_RESUMABLE: frozenset[RunStatus] = frozenset({R.COMPLETED, R.FAILED, R.CANCELLED, R.TIMED_OUT})
+#: Finished run statuses that mean the run stopped before its work was done.
+RUN_UNFINISHED: frozenset[RunStatus] = frozenset({R.FAILED, R.CANCELLED, R.TIMED_OUT})
 #: Run statuses that a cancel applies to.
 RUN_CANCELLABLE: frozenset[RunStatus] = frozenset({R.PENDING, R.RUNNING})
 
@@ -74,7 +80,7 @@ STEP_FINISHED: frozenset[StepStatus] = frozenset(
     {S.COMPLETED, S.FAILED, S.TIMED_OUT, S.SKIPPED, S.CANCELLED}
 )
 #: Step statuses in which an attempt is on the queue, running, or waiting to be retried.
-STEP_ACTIVE: frozenset[StepStatus] = frozenset({S.QUEUED, S.RUNNING, S.RETRYING})
+STEP_ACTIVE: frozenset[StepStatus] = frozenset({S.QUEUED, S.RUNNING, S.WAITING, S.RETRYING})
 #: Step statuses that count as a failure of the step.
 STEP_FAILED: frozenset[StepStatus] = frozenset({S.FAILED, S.TIMED_OUT})
 #: Step statuses whose dependants may run (the dependency's work is done).
@@ -82,11 +88,13 @@ STEP_DONE: frozenset[StepStatus] = frozenset({S.COMPLETED, S.SKIPPED})
 
 RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     R.PENDING: frozenset({R.RUNNING, R.CANCELLED}),
+    # cancelling: a user's cancel, or the workflow's deadline passed (ends timed_out).
     R.RUNNING: frozenset({R.COMPLETED, R.FAILED, R.CANCELLING}),
     # A cancel that came after the last step finished lets the run complete.
-    R.CANCELLING: frozenset({R.CANCELLED, R.COMPLETED}),
+    R.CANCELLING: frozenset({R.CANCELLED, R.TIMED_OUT, R.COMPLETED}),
     R.FAILED: frozenset({R.RUNNING}),
     R.CANCELLED: frozenset({R.RUNNING}),
+    R.TIMED_OUT: frozenset({R.RUNNING}),
     R.COMPLETED: frozenset({R.RUNNING}),
 }
 
@@ -94,7 +102,11 @@ STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
     # pending -> failed: its condition raised.
     S.PENDING: frozenset({S.QUEUED, S.SKIPPED, S.CANCELLED, S.FAILED}),
     S.QUEUED: frozenset({S.RUNNING, S.CANCELLED}),
-    S.RUNNING: frozenset({S.COMPLETED, S.RETRYING, S.FAILED, S.TIMED_OUT, S.SKIPPED, S.CANCELLED}),
+    S.RUNNING: frozenset(
+        {S.COMPLETED, S.RETRYING, S.FAILED, S.TIMED_OUT, S.SKIPPED, S.CANCELLED, S.WAITING}
+    ),
+    # The child runs ended: all completed / one did not / the run was cancelled.
+    S.WAITING: frozenset({S.COMPLETED, S.FAILED, S.CANCELLED}),
     S.RETRYING: frozenset({S.QUEUED, S.CANCELLED}),
     # Reset by resume / retry-failed / continue-from / only, or skipped by an explicit skip.
     S.FAILED: frozenset({S.PENDING, S.SKIPPED}),

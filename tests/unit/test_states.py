@@ -60,7 +60,16 @@ def test_step_table__exact():
     assert {
         S.PENDING: {S.QUEUED, S.SKIPPED, S.CANCELLED, S.FAILED},
         S.QUEUED: {S.RUNNING, S.CANCELLED},
-        S.RUNNING: {S.COMPLETED, S.RETRYING, S.FAILED, S.TIMED_OUT, S.SKIPPED, S.CANCELLED},
+        S.RUNNING: {
+            S.COMPLETED,
+            S.RETRYING,
+            S.FAILED,
+            S.TIMED_OUT,
+            S.SKIPPED,
+            S.CANCELLED,
+            S.WAITING,
+        },
+        S.WAITING: {S.COMPLETED, S.FAILED, S.CANCELLED},
         S.RETRYING: {S.QUEUED, S.CANCELLED},
         S.FAILED: {S.PENDING, S.SKIPPED},
         S.TIMED_OUT: {S.PENDING, S.SKIPPED},
@@ -75,20 +84,22 @@ def test_run_table__exact():
     assert {
         R.PENDING: {R.RUNNING, R.CANCELLED},
         R.RUNNING: {R.COMPLETED, R.FAILED, R.CANCELLING},
-        R.CANCELLING: {R.CANCELLED, R.COMPLETED},
+        R.CANCELLING: {R.CANCELLED, R.TIMED_OUT, R.COMPLETED},
         R.FAILED: {R.RUNNING},
         R.CANCELLED: {R.RUNNING},
+        R.TIMED_OUT: {R.RUNNING},
         R.COMPLETED: {R.RUNNING},
     } == states.RUN_TRANSITIONS
 
 
 def test_terminal_sets():
     R, S = RunStatus, StepStatus
-    assert {R.COMPLETED, R.FAILED, R.CANCELLED} == states.RUN_FINISHED
-    assert {R.COMPLETED, R.FAILED, R.CANCELLED} == states.RUN_RESUMABLE
+    assert {R.COMPLETED, R.FAILED, R.CANCELLED, R.TIMED_OUT} == states.RUN_FINISHED
+    assert {R.COMPLETED, R.FAILED, R.CANCELLED, R.TIMED_OUT} == states.RUN_RESUMABLE
+    assert {R.FAILED, R.CANCELLED, R.TIMED_OUT} == states.RUN_UNFINISHED
     assert {R.PENDING, R.RUNNING} == states.RUN_CANCELLABLE
     assert {S.COMPLETED, S.FAILED, S.TIMED_OUT, S.SKIPPED, S.CANCELLED} == states.STEP_FINISHED
-    assert {S.QUEUED, S.RUNNING, S.RETRYING} == states.STEP_ACTIVE
+    assert {S.QUEUED, S.RUNNING, S.WAITING, S.RETRYING} == states.STEP_ACTIVE
     assert {S.FAILED, S.TIMED_OUT} == states.STEP_FAILED
     assert {S.COMPLETED, S.SKIPPED} == states.STEP_DONE
     # Every step status is either finished, active, or pending.
@@ -109,6 +120,7 @@ def test_reset_transitions__exact():
         ("completed", "running"),
         ("failed", "running"),
         ("cancelled", "running"),
+        ("timed_out", "running"),
     } == states.RESET_TRANSITIONS
 
 
@@ -126,6 +138,7 @@ def test_allowed_sources():
         "failed",
         "cancelled",
         "completed",
+        "timed_out",
     }
     assert states.allowed_sources(RunStatus.PENDING) == frozenset()
 
@@ -138,11 +151,13 @@ def test_status_values_are_plain_strings():
         "failed",
         "cancelling",
         "cancelled",
+        "timed_out",
     ]
     assert [s.value for s in StepStatus] == [
         "pending",
         "queued",
         "running",
+        "waiting",
         "retrying",
         "completed",
         "failed",
@@ -152,6 +167,7 @@ def test_status_values_are_plain_strings():
     ]
     assert [s.value for s in states.AttemptStatus] == [
         "running",
+        "waiting",
         "completed",
         "skipped",
         "failed",
