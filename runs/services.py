@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -25,7 +26,7 @@ from stepflow.workflow import Workflow
 from . import engine, events
 from .errors import ActionRefused, DefinitionChanged, IdempotencyConflict, RunNotFound
 from .events import User, actor_name
-from .models import Run, StepRun
+from .models import Run, Schedule, StepRun
 from .store import unmark_items
 
 S = StepStatus
@@ -51,9 +52,15 @@ def start_run(
     user: User = None,
     origin: str = "web",
     parent: Run | None = None,
+    parent_step: StepRun | None = None,
+    schedule: Schedule | None = None,
+    scheduled_for: datetime | None = None,
 ) -> Run:
     """Create a run and queue its first steps. With an idempotency key, the same
-    key and parameters return the existing run (``run.created`` is False)."""
+    key and parameters return the existing run (``run.created`` is False).
+
+    ``parent``/``parent_step``: a child run started by a step of another run;
+    ``schedule``/``scheduled_for``: started by a schedule for that tick."""
     wf = registry.get(workflow) if isinstance(workflow, str) else workflow
     cleaned = wf.validate_params(params or {})
     phash = params_hash(cleaned)
@@ -75,6 +82,9 @@ def start_run(
                 created_by=user if user is not None and user.is_authenticated else None,
                 origin=origin,
                 parent=parent,
+                parent_step=parent_step,
+                schedule=schedule,
+                scheduled_for=scheduled_for,
             )
             StepRun.objects.bulk_create(
                 [
