@@ -163,6 +163,9 @@ class StepRun(models.Model):
     error = models.TextField(blank=True)
     skip_reason = models.CharField(max_length=300, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
+    waiting_for = models.JSONField(
+        null=True, blank=True, help_text="Ids of the child runs the step's attempt waits for"
+    )
     waiting_since = models.DateTimeField(
         null=True,
         blank=True,
