@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,13 +20,14 @@ from django.utils import timezone
 
 from stepflow import planner, states
 from stepflow.context import ContextSettings, StepContext
+from stepflow.errors import StepflowError
 from stepflow.execution import AttemptOutcome
 from stepflow.registry import registry
 from stepflow.states import AttemptStatus, RunStatus, StepStatus
 from stepflow.workflow import Workflow
 
 from . import events, queue
-from .models import Checkpoint, Run, StepAttempt, StepRun
+from .models import Checkpoint, QueueLimit, Run, StepAttempt, StepRun
 
 log = logging.getLogger("stepflow.engine")
 S = StepStatus
@@ -72,6 +74,7 @@ class StepState:
     progress_current: float | None
     progress_total: float | None
     round_start: int
+    waiting_since: Any
     rolled_back: bool
 
     FIELDS = (
@@ -85,6 +88,7 @@ class StepState:
         "progress_current",
         "progress_total",
         "round_start",
+        "waiting_since",
         "rolled_back_at",
     )
 
@@ -224,6 +228,9 @@ def advance_run(
     queued but not enqueued and returned for the caller to run at once.
     """
     wf = wf or workflow_of(run)
+    if run.status == RunStatus.RUNNING and past_deadline(run):
+        stop_run(run, reason="timeout", actor=actor, message=timeout_message(run, wf))
+        return None
     if changed is not None and run.status == RunStatus.RUNNING:
         chained = _advance_frontier(run, wf, changed, actor, chain_queue)
         if chained is not _FULL:
@@ -358,6 +365,7 @@ def _apply(
         chain_queue is not None
         and len(adv.ready) == 1
         and wf.steps[adv.ready[0]].queue == chain_queue
+        and chain_queue not in queue_limits()
     )
     for name in adv.ready:
         queue_step(run, steps[name], wf, actor=actor, enqueue=not chain)
@@ -372,17 +380,114 @@ def queue_step(
     actor: str,
     delay: float = 0.0,
     enqueue: bool = True,
+    from_dispatch: bool = False,
 ) -> None:
     """pending -> queued, and put the next attempt on the step's queue after commit
-    (``enqueue=False``: the calling worker runs it itself)."""
+    (``enqueue=False``: the calling worker runs it itself).
+
+    A step whose queue has a limit (QueueLimit) is not queued here: it is marked
+    waiting for a slot, and dispatch_queue queues the oldest waiting steps as
+    slots free (``from_dispatch``: it is dispatch_queue calling)."""
     spec = wf.steps[step.name]
+    if not from_dispatch and spec.queue in queue_limits():
+        _wait_for_slot(run, step, spec.queue, actor)
+        return
     attempt = step.attempts + 1
     jid = queue.job_id(step.pk, attempt)
-    set_step(step, S.QUEUED, job_id=jid, enqueued_at=timezone.now(), queue=spec.queue)
+    extra: dict[str, Any] = {}
+    if step.waiting_since is not None:
+        extra = {"waiting_since": None, "progress_message": ""}
+    set_step(step, S.QUEUED, job_id=jid, enqueued_at=timezone.now(), queue=spec.queue, **extra)
     if enqueue:
         transaction.on_commit(
             lambda: queue.enqueue_step(step.pk, attempt, spec.queue, spec.timeout, delay)
         )
+
+
+# -- queue limits ------------------------------------------------------------------------
+
+#: Seconds a process keeps the queue limits it read (edits reach every worker within this).
+LIMITS_TTL = 2.0
+_limits: tuple[float, dict[str, int]] = (float("-inf"), {})
+
+
+def queue_limits() -> dict[str, int]:
+    """{queue: limit} of the queues that have a limit (cached for LIMITS_TTL seconds)."""
+    global _limits
+    read_at, limits = _limits
+    now = time.monotonic()
+    if now - read_at >= LIMITS_TTL:
+        limits = dict(QueueLimit.objects.values_list("queue", "limit"))
+        _limits = (now, limits)
+    return limits
+
+
+def forget_queue_limits() -> None:
+    """Read the limits again at the next use (after an edit in this process)."""
+    global _limits
+    _limits = (float("-inf"), {})
+
+
+def _wait_for_slot(run: Run, step: StepRun | StepState, queue_name: str, actor: str) -> None:
+    if step.waiting_since is None:
+        now = timezone.now()
+        message = f"waiting for a free slot on queue {queue_name}"
+        StepRun.objects.filter(pk=step.pk, status=S.PENDING).update(
+            waiting_since=now, progress_message=message
+        )
+        step.waiting_since = now
+        events.record(run, "step_waiting", message, step=step.name, actor=actor)
+    transaction.on_commit(lambda: dispatch_queue(queue_name))
+
+
+def slot_freed(queue_name: str) -> None:
+    """A step of ``queue_name`` stopped being active: after commit, start the next waiting one."""
+    if queue_name in queue_limits():
+        transaction.on_commit(lambda: dispatch_queue(queue_name))
+
+
+def dispatch_queue(queue_name: str, actor: str = "stepflow") -> list[int]:
+    """Queue the oldest steps waiting for a slot of ``queue_name``, as many as
+    its limit leaves free, one per transaction. The queue's limit row is locked
+    while counting, so two dispatchers never hand out the same slot; then the
+    one run's row (a run's own transactions never take a limit's lock)."""
+    started: list[int] = []
+    seen: set[int] = set()
+    while True:
+        with transaction.atomic(), events.batch():
+            row = QueueLimit.objects.select_for_update().filter(queue=queue_name).first()
+            if row is not None:
+                active = StepRun.objects.filter(
+                    queue=queue_name, status__in=[S.QUEUED, S.RUNNING, S.RETRYING]
+                ).count()
+                if active >= row.limit:
+                    return started
+            candidate = (
+                StepRun.objects.filter(queue=queue_name, waiting_since__isnull=False)
+                .exclude(pk__in=seen)
+                .order_by("waiting_since", "id")
+                .values_list("pk", "run_id")
+                .first()
+            )
+            if candidate is None:
+                return started
+            pk, run_id = candidate
+            seen.add(pk)
+            run = lock_run(run_id)
+            found = StepRun.objects.filter(pk=pk).values_list(*StepState.FIELDS).first()
+            if found is None:
+                continue
+            st = StepState.from_row(found)
+            if st.waiting_since is None:
+                continue
+            if run.status != RunStatus.RUNNING or st.status != S.PENDING:
+                StepRun.objects.filter(pk=pk).update(waiting_since=None, progress_message="")
+                continue
+            queue_step(run, st, workflow_of(run), actor=actor, from_dispatch=True)
+            events.record(
+                run, "step_slot", f"got a slot on queue {queue_name}", step=st.name, actor=actor
+            )
+            started.append(pk)
 
 
 #: Seconds between two progress updates of a run while its steps finish.
@@ -420,7 +525,12 @@ def finish_run(
     now = timezone.now()
     fields: dict[str, Any] = {"finished_at": now, "scope": None}
     message = ""
-    if status == RunStatus.FAILED:
+    if status == RunStatus.CANCELLED and run.stop_reason == "timeout":
+        status = RunStatus.TIMED_OUT
+    if status == RunStatus.TIMED_OUT:
+        fields["error_summary"] = timeout_message(run, wf)
+        fields["failed_step"] = ""
+    elif status == RunStatus.FAILED:
         failed = planner.blocking_failure(wf, statuses_of(wf, steps))
         if failed:
             err = (steps[failed].error or "").strip().splitlines()
@@ -446,6 +556,12 @@ def finish_run(
     set_run(run, status, **fields)
     update_progress(run, wf, steps)
     events.record(run, status.value, fields["error_summary"], actor=actor)
+    StepRun.objects.filter(run_id=run.pk, waiting_since__isnull=False).update(
+        waiting_since=None, progress_message=""
+    )
+    if run.parent_step_id is not None:
+        parent_step = run.parent_step_id
+        transaction.on_commit(lambda: _notify_parent(parent_step))
     if status == RunStatus.FAILED:
         to_roll = [
             s
@@ -460,6 +576,124 @@ def finish_run(
             transaction.on_commit(
                 lambda: queue.enqueue_call("runs.jobs.rollback_run", run_id, attempt)
             )
+
+
+def _notify_parent(step_run_id: int) -> None:
+    from .children import settle_waiting
+
+    try:
+        settle_waiting(step_run_id)
+    except Exception:
+        log.exception("could not settle waiting step run %s; the reconciler will", step_run_id)
+
+
+# -- stopping: cancel and timeout ----------------------------------------------------
+
+
+def past_deadline(run: Run) -> bool:
+    return run.deadline is not None and timezone.now() >= run.deadline
+
+
+def deadline_for(wf: Workflow) -> Any:
+    """When a run of ``wf`` started (or resumed) now must stop, or None."""
+    if wf.timeout is None:
+        return None
+    return timezone.now() + timezone.timedelta(seconds=wf.timeout)
+
+
+def timeout_message(run: Run, wf: Workflow | None) -> str:
+    secs = wf.timeout if wf is not None and wf.timeout is not None else None
+    if secs is None and run.deadline is not None and run.started_at is not None:
+        secs = (run.deadline - run.started_at).total_seconds()
+    return f"Timed out: the workflow's timeout of {_seconds(secs)} passed" if secs else "Timed out"
+
+
+def _seconds(secs: float | None) -> str:
+    if secs is None:
+        return ""
+    if secs >= 3600 and secs % 60 == 0:
+        h, m = divmod(int(secs) // 60, 60)
+        return f"{h}h {m}m" if m else f"{h}h"
+    if secs >= 60 and secs % 1 == 0:
+        m, sec = divmod(int(secs), 60)
+        return f"{m}m {sec}s" if sec else f"{m}m"
+    return f"{secs:g}s"
+
+
+def stop_run(
+    run: Run,
+    *,
+    reason: str,
+    actor: str,
+    message: str,
+    user: Any = None,
+    cancel_reason: str | None = None,
+) -> None:
+    """Under the run's lock: cancel the steps that wait, ask running steps to
+    stop (they see ctx.cancelled; recovery stops those that ignore it), and
+    stop the run's child runs. ``reason``: "cancel" (a user) or "timeout" (the
+    deadline passed; the run ends timed_out)."""
+    # Lock the step rows too: a worker may be starting a queued step right now
+    # (begin_attempt locks the step's row); what it started keeps running and
+    # sees ctx.cancelled.
+    list(StepRun.objects.select_for_update(no_key=True).filter(run_id=run.pk).values("pk"))
+    steps = load_steps(run)
+    now = timezone.now()
+    freed = set(
+        StepRun.objects.filter(run_id=run.pk, status__in=[S.QUEUED, S.RETRYING]).values_list(
+            "queue", flat=True
+        )
+    )
+    for st in steps.values():
+        if st.status in (S.PENDING, S.QUEUED, S.RETRYING):
+            extra = {"waiting_since": None, "progress_message": ""} if st.waiting_since else {}
+            set_step(st, S.CANCELLED, finished_at=now, retry_at=None, **extra)
+        elif st.status == S.WAITING:
+            set_step(st, S.CANCELLED, finished_at=now, error="cancelled while waiting")
+            StepAttempt.objects.filter(step_id=st.pk, number=st.attempts).update(
+                status=AttemptStatus.CANCELLED, finished_at=now, error="cancelled"
+            )
+            events.record(
+                run,
+                "step_cancelled",
+                "cancelled while waiting for child runs",
+                step=st.name,
+                actor=actor,
+            )
+    for name in freed:
+        slot_freed(name)
+    if reason == "timeout":
+        events.record(run, "timeout", message, actor=actor, deadline=str(run.deadline))
+    else:
+        events.record(
+            run, "cancel_requested", message, user=user, actor=actor, reason=cancel_reason or None
+        )
+    stop_children(run, actor)
+    if run.status == RunStatus.PENDING:
+        set_run(run, RunStatus.CANCELLED, finished_at=now)
+        events.record(run, "cancelled", message, actor=actor)
+        return
+    set_run(run, RunStatus.CANCELLING, cancel_requested_at=now, stop_reason=reason)
+    advance_run(run, actor=actor)
+
+
+def stop_children(run: Run, actor: str) -> list[int]:
+    """Cancel the active child runs of ``run`` (and theirs), locking parent before child."""
+    stopped = []
+    for child_id in Run.objects.filter(
+        parent_id=run.pk, status__in=list(states.RUN_CANCELLABLE)
+    ).values_list("pk", flat=True):
+        child = lock_run(child_id)
+        if child.status not in states.RUN_CANCELLABLE:
+            continue
+        stop_run(
+            child,
+            reason="cancel",
+            actor=actor,
+            message=f"Cancelled with its parent run #{run.pk}",
+        )
+        stopped.append(child_id)
+    return stopped
 
 
 # -- attempts, on the worker side -----------------------------------------------------
@@ -610,7 +844,34 @@ def record_outcome(
             or outcome.status in (AttemptStatus.WORKER_LOST, AttemptStatus.CANCELLED)
         ):
             target = S.CANCELLED
+        waiting_for: list[int] = []
+        if target == S.COMPLETED and outcome.children:
+            from .children import start_children
+
+            try:
+                with transaction.atomic():
+                    waiting_for = start_children(run, step, outcome.children, worker)
+            except StepflowError as exc:
+                error = f"could not start its child runs: {exc}"
+                outcome = AttemptOutcome(AttemptStatus.FAILED, error=error, exception=exc)
+                decision = (
+                    planner.after_attempt(
+                        spec, attempt - step.round_start, outcome.status, outcome.exception
+                    )
+                    if spec is not None
+                    else planner.AttemptDecision(S.FAILED)
+                )
+                target = decision.status
+            else:
+                target = S.WAITING
         fields: dict[str, Any] = {"heartbeat_at": None}
+        if target == S.WAITING:
+            fields.update(
+                waiting_for=waiting_for,
+                progress_current=0,
+                progress_total=len(waiting_for),
+                progress_message=f"waiting for {len(waiting_for)} child run(s)",
+            )
         if target in states.STEP_FINISHED:
             fields["finished_at"] = now
         if outcome.succeeded and outcome.result is not None:
@@ -630,12 +891,15 @@ def record_outcome(
             transaction.set_rollback(True)
             return None
         StepAttempt.objects.filter(step=step, number=attempt).update(
-            status=outcome.status.value,
-            finished_at=now,
+            status=AttemptStatus.WAITING.value if target == S.WAITING else outcome.status.value,
+            finished_at=None if target == S.WAITING else now,
             error=outcome.error,
             traceback=outcome.traceback,
         )
+        if target != S.RETRYING:
+            slot_freed(step.queue)
         kind = {
+            S.WAITING: "step_waiting",
             S.COMPLETED: "step_completed",
             S.SKIPPED: "step_skipped",
             S.RETRYING: "step_retrying",
@@ -646,6 +910,8 @@ def record_outcome(
         message = outcome.error
         if target == S.RETRYING:
             message = f"{outcome.error} — retry in {decision.retry_in or 0:.1f}s"
+        if target == S.WAITING:
+            message = "waiting for child runs " + ", ".join(f"#{pk}" for pk in waiting_for)
         events.record(
             run,
             kind,
@@ -664,6 +930,11 @@ def record_outcome(
             )
             StepRun.objects.filter(pk=step.pk).update(job_id=queue.job_id(step.pk, attempt + 1))
         if target == S.RETRYING:
+            return Recorded(target)
+        if target == S.WAITING:
+            # Children reused from an earlier attempt may all have ended already.
+            step_pk = step.pk
+            transaction.on_commit(lambda: _notify_parent(step_pk))
             return Recorded(target)
         settled = target in states.STEP_DONE or (
             spec is not None and spec.optional and target in states.STEP_FAILED

@@ -29,11 +29,30 @@ class Report:
     requeued: list[str] = field(default_factory=list)
     finalized: list[int] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
+    timed_out: list[int] = field(default_factory=list)
+    settled: list[int] = field(default_factory=list)
+    dispatched: list[int] = field(default_factory=list)
 
     def __str__(self) -> str:
         return (
             f"{len(self.reaped)} lost attempt(s) reaped, {len(self.requeued)} step(s) re-enqueued, "
-            f"{len(self.finalized)} run(s) advanced, {len(self.stopped)} cancelled step(s) stopped"
+            f"{len(self.finalized)} run(s) advanced, "
+            f"{len(self.stopped)} cancelled step(s) stopped, "
+            f"{len(self.timed_out)} run(s) timed out, {len(self.settled)} waiting step(s) settled, "
+            f"{len(self.dispatched)} waiting step(s) given a queue slot"
+        )
+
+    def __bool__(self) -> bool:
+        return any(
+            (
+                self.reaped,
+                self.requeued,
+                self.finalized,
+                self.stopped,
+                self.timed_out,
+                self.settled,
+                self.dispatched,
+            )
         )
 
 
@@ -155,6 +174,7 @@ def reconcile() -> tuple[list[str], list[int]]:
     for run_id in (
         Run.objects.filter(status__in=[RunStatus.RUNNING, RunStatus.CANCELLING, RunStatus.PENDING])
         .exclude(steps__status__in=active)
+        .exclude(steps__waiting_since__isnull=False)  # waiting for a queue slot
         .values_list("pk", flat=True)
     ):
         with transaction.atomic():
@@ -206,9 +226,53 @@ def enforce_cancels(grace: float | None = None) -> list[str]:
     return stopped
 
 
+def enforce_deadlines() -> list[int]:
+    """Running runs past their workflow's deadline: stopped as on a cancel, ending timed_out."""
+    stopped = []
+    now = timezone.now()
+    for run_id in Run.objects.filter(status=RunStatus.RUNNING, deadline__lte=now).values_list(
+        "pk", flat=True
+    ):
+        with transaction.atomic(), events.batch():
+            run = engine.lock_run(run_id)
+            if run.status != RunStatus.RUNNING or not engine.past_deadline(run):
+                continue
+            try:
+                wf = engine.workflow_of(run)
+            except Exception:
+                wf = None
+            engine.stop_run(
+                run,
+                reason="timeout",
+                actor="stepflow",
+                message=engine.timeout_message(run, wf),
+            )
+            stopped.append(run_id)
+    return stopped
+
+
+def dispatch_waiting() -> list[int]:
+    """Give free queue slots to waiting steps (a dispatch after commit was lost,
+    or a limit was raised or removed)."""
+    started = []
+    queues = (
+        StepRun.objects.filter(waiting_since__isnull=False)
+        .values_list("queue", flat=True)
+        .distinct()
+    )
+    for name in sorted(set(queues)):
+        started += engine.dispatch_queue(name, actor="stepflow-reconciler")
+    return started
+
+
 def recover() -> Report:
+    from .children import settle_all
+
     report = Report()
+    report.timed_out = enforce_deadlines()
     report.stopped = enforce_cancels()
     report.reaped = reap()
     report.requeued, report.finalized = reconcile()
+    report.settled = settle_all()
+    report.dispatched = dispatch_waiting()
     return report

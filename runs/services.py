@@ -102,7 +102,12 @@ def start_run(
                 definition_hash=wf.definition_hash,
             )
             run = engine.lock_run(run.pk)
-            engine.set_run(run, RunStatus.RUNNING, started_at=timezone.now())
+            engine.set_run(
+                run,
+                RunStatus.RUNNING,
+                started_at=timezone.now(),
+                deadline=engine.deadline_for(wf),
+            )
             engine.advance_run(run, wf=wf, actor=actor_name(user, origin))
     except IntegrityError:
         if key is None:
@@ -130,15 +135,15 @@ def _existing_for_key(key: str, wf: Workflow, phash: str) -> Run | None:
 
 
 def latest_unfinished(workflow: str, params: Mapping[str, Any]) -> Run | None:
-    """The most recent failed or cancelled run of ``workflow`` with the same
-    parameters (after validation, so defaults count), or None."""
+    """The most recent failed, cancelled or timed-out run of ``workflow`` with
+    the same parameters (after validation, so defaults count), or None."""
     wf = registry.get(workflow)
     phash = params_hash(wf.validate_params(params))
     return (
         Run.objects.filter(
             workflow=wf.name,
             params_hash=phash,
-            status__in=[RunStatus.FAILED, RunStatus.CANCELLED],
+            status__in=list(states.RUN_UNFINISHED),
         )
         .order_by("-id")
         .first()
@@ -275,6 +280,8 @@ def resume_run(
                 rolled_back_at=None,
                 heartbeat_at=None,
                 retry_at=None,
+                waiting_since=None,
+                waiting_for=None,
             )
             if plan.clear_items:
                 unmark_items(s.pk, None)
@@ -294,6 +301,9 @@ def resume_run(
             failed_step="",
             scope=sorted(plan.scope) if plan.scope is not None else None,
             definition_hash=wf.definition_hash,
+            deadline=engine.deadline_for(wf),
+            stop_reason="",
+            cancel_requested_at=None,
         )
         if changes is not None:
             events.record(
@@ -358,29 +368,13 @@ def cancel_run(run_id: int, *, user: User = None, reason: str = "", origin: str 
             raise ActionRefused(f"Run #{run.pk} is already being cancelled")
         if run.status not in states.RUN_CANCELLABLE:
             raise ActionRefused(
-                f"Run #{run.pk} is already {run.status}; only an active run can be cancelled"
+                f"Run #{run.pk} is already {run.status.replace('_', ' ')}; "
+                "only an active run can be cancelled"
             )
-        # Lock the step rows too: a worker may be starting a queued step right now
-        # (engine.begin_attempt locks the step's row); what it started keeps running
-        # and sees ctx.cancelled.
-        list(StepRun.objects.select_for_update(no_key=True).filter(run_id=run.pk).values("pk"))
-        steps = engine.load_steps(run)
-        now = timezone.now()
-        for s in steps.values():
-            if s.status in (S.PENDING, S.QUEUED, S.RETRYING):
-                engine.set_step(s, S.CANCELLED, finished_at=now, retry_at=None)
         message = f"Cancelled by {actor}" + (f": {reason}" if reason else "")
-        events.record(
-            run, "cancel_requested", message, user=user, actor=actor, reason=reason or None
+        engine.stop_run(
+            run, reason="cancel", actor=actor, message=message, user=user, cancel_reason=reason
         )
-        if run.status == RunStatus.PENDING:
-            engine.set_run(run, RunStatus.CANCELLED, finished_at=now)
-            events.record(run, "cancelled", message, actor=actor)
-            return run
-        # Running steps see ctx.cancelled; the recovery pass stops the ones that
-        # ignore it after the grace period (runs.recovery.enforce_cancels).
-        engine.set_run(run, RunStatus.CANCELLING, cancel_requested_at=now)
-        engine.advance_run(run, actor=actor)
     return run
 
 

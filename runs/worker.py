@@ -84,7 +84,7 @@ class RecoveryThread(threading.Thread):
             try:
                 if self.redis.set(RECOVERY_LOCK, "1", nx=True, px=int(self.interval * 900)):
                     report = recover()
-                    if report.reaped or report.requeued or report.finalized or report.stopped:
+                    if report:
                         log.warning("recovery: %s", report)
             except Exception:
                 log.exception("recovery pass failed; will try again")
@@ -93,4 +93,40 @@ class RecoveryThread(threading.Thread):
                     connections.close_all()
                 except Exception:
                     pass
+        connections.close_all()
+
+
+class SchedulerThread(threading.Thread):
+    """Starts the runs of due schedules (``runs.schedules.fire_due``). Every worker runs
+    one: the schedules' idempotency keys and guarded updates make it one run per tick.
+
+    It wakes at the next due tick, but at least every ``max_wait`` seconds (to see new and
+    edited schedules) and at most every ``min_wait`` seconds."""
+
+    def __init__(self, min_wait: float = 0.5, max_wait: float = 5.0) -> None:
+        super().__init__(name="stepflow-scheduler", daemon=True)
+        self.min_wait = min_wait
+        self.max_wait = max_wait
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        from django.utils import timezone
+
+        from .schedules import fire_due, next_due
+
+        while not self.stopping.is_set():
+            wait = self.max_wait
+            try:
+                for run in fire_due():
+                    log.info("schedule %s started run #%s", run.origin, run.pk)
+                due = next_due()
+                if due is not None:
+                    wait = (due - timezone.now()).total_seconds()
+            except Exception:
+                log.exception("scheduler pass failed; will try again")
+                try:
+                    connections.close_all()
+                except Exception:
+                    pass
+            self.stopping.wait(min(self.max_wait, max(self.min_wait, wait)))
         connections.close_all()

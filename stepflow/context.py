@@ -42,6 +42,14 @@ class StepStore(Protocol):
 
 
 @dataclass(frozen=True)
+class ChildRequest:
+    """A child run a step asked for: started when the attempt returns."""
+
+    workflow: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class ContextSettings:
     """How often the context writes. Item marks are flushed every
     ``item_batch_size`` items or ``item_flush_seconds`` seconds, whichever
@@ -98,6 +106,8 @@ class StepContext:
         self._cancelled = False
         self._own_progress = False  # the step called progress() itself
         self._items_total: int | None = None
+        #: Child runs this attempt asked for (see start_child).
+        self.children: list[ChildRequest] = []
 
     # -- cancellation -------------------------------------------------------------
     @property
@@ -281,6 +291,21 @@ class StepContext:
         for secret in self._secrets:
             text = text.replace(secret, MASK)
         return text
+
+    # -- child runs --------------------------------------------------------------------
+    def start_child(self, workflow: str, params: Mapping[str, Any] | None = None) -> int:
+        """Ask for a child run of ``workflow`` with ``params``; returns its index.
+
+        The child runs start when this attempt returns successfully; the step
+        then waits for all of them without holding a worker, and ends
+        completed when every child completed (its output lists them, with
+        their outputs), failed otherwise. A later attempt of the step that
+        asks for the same children (same order, same params) gets the same
+        runs back: completed ones are kept, stopped ones are resumed."""
+        if not isinstance(workflow, str) or not workflow:
+            raise TypeError("start_child needs a workflow name")
+        self.children.append(ChildRequest(workflow, dict(params or {})))
+        return len(self.children) - 1
 
     def metric(self, name: str, value: float) -> None:
         """Record a number for this step (rows written, bytes, accuracy...)."""

@@ -78,3 +78,7 @@ class StepTimeout(BaseException):
     def __init__(self, seconds: float | None = None) -> None:
         self.seconds = seconds
         super().__init__(f"timed out after {seconds:g}s" if seconds is not None else "timed out")
+
+
+class CronError(StepflowError):
+    """The cron expression or time zone is invalid."""

@@ -10,7 +10,7 @@ import traceback as tb
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .context import StepContext
+from .context import ChildRequest, StepContext
 from .errors import Cancelled, StepTimeout
 from .states import AttemptStatus
 from .step import Step, StepResult
@@ -23,6 +23,8 @@ class AttemptOutcome:
     error: str = ""
     traceback: str = ""
     exception: BaseException | None = None
+    #: Child runs the attempt asked for: the step waits for them (succeeded attempts only).
+    children: tuple[ChildRequest, ...] = ()
 
     @property
     def succeeded(self) -> bool:
@@ -99,7 +101,9 @@ def run_attempt(
                         error=result.error or "the step reported failure",
                     )
                 else:
-                    outcome = AttemptOutcome(AttemptStatus.COMPLETED, result)
+                    outcome = AttemptOutcome(
+                        AttemptStatus.COMPLETED, result, children=tuple(ctx.children)
+                    )
     except Cancelled as exc:
         outcome = AttemptOutcome(AttemptStatus.CANCELLED, error="cancelled", exception=exc)
     except timeout_errors:

@@ -15,6 +15,7 @@ from typing import Any
 
 from . import planner, states
 from .context import ContextSettings, StepContext
+from .errors import StepflowError
 from .execution import AttemptOutcome, run_attempt
 from .items import ItemKey, ItemSet
 from .states import AttemptStatus, RunStatus, StepStatus
@@ -129,8 +130,11 @@ class LocalRunner:
         on_progress: Callable[[float, str], None] | None = None,
         settings: ContextSettings | None = None,
         rng: random.Random | None = None,
+        workflows: Callable[[str], Workflow] | None = None,
     ) -> None:
         self.workflow = workflow
+        #: Finds the workflow of a child run (default: the registry).
+        self.find_workflow = workflows or _registered
         self.params = workflow.validate_params(params or {})
         self.sleep = sleep
         self.clock = clock
@@ -145,6 +149,8 @@ class LocalRunner:
         self.executed: list[str] = []  # step names, one entry per attempt, in order
         self._completed_order: list[str] = []
         self._cancel = threading.Event()
+        #: Child runs by (step, index), kept so a retry or resume reuses them.
+        self.children: dict[tuple[str, int], LocalRunner] = {}
 
     # -- public -------------------------------------------------------------------
     @property
@@ -235,7 +241,7 @@ class LocalRunner:
     def _recover_lost(self) -> None:
         """Steps left running or queued by a crash count as a lost attempt."""
         for report in self.steps.values():
-            if report.status == S.RUNNING:
+            if report.status in (S.RUNNING, S.WAITING):
                 report.attempts[-1].status = AttemptStatus.WORKER_LOST
                 report.attempts[-1].error = "worker lost"
                 report.status = S.FAILED
@@ -326,6 +332,18 @@ class LocalRunner:
             )
             if outcome.succeeded:
                 report.result = outcome.result
+            if decision.status == S.COMPLETED and outcome.children:
+                self._set_step(name, S.WAITING)
+                waited = self._wait_for_children(name, outcome)
+                ok = waited.status == S.COMPLETED
+                attempt.status = AttemptStatus.COMPLETED if ok else AttemptStatus.FAILED
+                attempt.error = waited.error
+                result = outcome.result or StepResult()
+                report.result = StepResult(data=waited.output, rollback_data=result.rollback_data)
+                self._set_step(name, waited.status)
+                if waited.status == S.COMPLETED:
+                    self._completed_order.append(name)
+                return
             self._set_step(name, decision.status)
             if decision.status == S.COMPLETED:
                 self._completed_order.append(name)
@@ -335,6 +353,46 @@ class LocalRunner:
                 return
             self.sleep(decision.retry_in or 0.0)
             self._set_step(name, S.QUEUED)
+
+    def _wait_for_children(self, name: str, outcome: AttemptOutcome) -> planner.ChildrenDecision:
+        """Run (or resume) the child runs a step asked for, one after the other."""
+        summaries = []
+        for index, request in enumerate(outcome.children):
+            key = (name, index)
+            child = self.children.get(key)
+            try:
+                if child is None or child.workflow.name != request.workflow:
+                    child = LocalRunner(
+                        self.find_workflow(request.workflow),
+                        request.params,
+                        sleep=self.sleep,
+                        clock=self.clock,
+                        settings=self.settings,
+                        rng=self.rng,
+                        workflows=self.find_workflow,
+                    )
+                    self.children[key] = child
+                    child.run()
+                elif child.status in states.RUN_UNFINISHED:
+                    child.resume()
+            except StepflowError as exc:
+                return planner.ChildrenDecision(
+                    S.FAILED, None, f"child run {index} ({request.workflow}): {exc}"
+                )
+            summaries.append(
+                planner.ChildSummary(
+                    f"local-{name}-{index}",
+                    request.workflow,
+                    child.status.value,
+                    error=_first_error(child),
+                    outputs={
+                        leaf: child.steps[leaf].output
+                        for leaf in planner.leaf_steps(child.workflow)
+                    },
+                )
+            )
+        data = outcome.result.data if outcome.result is not None else None
+        return planner.after_children(data, summaries)
 
     def _rollback(self) -> None:
         completed = [n for n in self._completed_order if self.steps[n].status == S.COMPLETED]
@@ -350,6 +408,20 @@ class LocalRunner:
                 self.rollbacks.append(name)
             except Exception as exc:  # recorded, the other rollbacks still run
                 report.rollback_error = f"{type(exc).__name__}: {exc}"
+
+
+def _registered(name: str) -> Workflow:
+    from .registry import registry
+
+    return registry.get(name)
+
+
+def _first_error(runner: LocalRunner) -> str:
+    for name in runner.workflow.order():
+        report = runner.steps[name]
+        if report.status in states.STEP_FAILED and report.error:
+            return f"{name}: {report.error.strip().splitlines()[-1]}"
+    return ""
 
 
 def run_local(

@@ -400,3 +400,60 @@ def unknown_steps(workflow: Workflow, names: Iterable[str]) -> None:
     for n in names:
         if n not in workflow.steps:
             raise UnknownStep(workflow.name, n)
+
+
+@dataclass(frozen=True)
+class ChildSummary:
+    """How a child run ended, as its parent step sees it."""
+
+    run_id: int | str
+    workflow: str
+    status: str
+    error: str = ""
+    outputs: Mapping[str, object] | None = None
+
+
+@dataclass(frozen=True)
+class ChildrenDecision:
+    status: StepStatus
+    output: object
+    error: str = ""
+
+
+def after_children(data: object, children: Iterable[ChildSummary]) -> ChildrenDecision:
+    """The waiting step's end once every child run has ended: completed when all
+    completed, failed naming the first that did not. Its output is what the
+    step returned plus ``children``: each child's id, workflow, status and the
+    outputs of its last steps."""
+    children = list(children)
+    listed = [
+        {
+            "run": c.run_id,
+            "workflow": c.workflow,
+            "status": c.status,
+            **({"outputs": dict(c.outputs)} if c.outputs is not None else {}),
+        }
+        for c in children
+    ]
+    if data is None:
+        output: object = {"children": listed}
+    elif isinstance(data, Mapping):
+        output = {**data, "children": listed}
+    else:
+        output = {"result": data, "children": listed}
+    bad = [c for c in children if c.status != RunStatus.COMPLETED.value]
+    if not bad:
+        return ChildrenDecision(S.COMPLETED, output)
+    first = bad[0]
+    detail = f": {first.error}" if first.error else ""
+    more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+    error = (
+        f"child run #{first.run_id} ({first.workflow}) "
+        f"{first.status.replace('_', ' ')}{detail}{more}"
+    )
+    return ChildrenDecision(S.FAILED, output, error)
+
+
+def leaf_steps(workflow: Workflow) -> list[str]:
+    """Steps no other step depends on: their outputs are a run's result."""
+    return [n for n in workflow.order() if not workflow.dependants[n]]

@@ -16,7 +16,10 @@ class Workflow:
     """A named DAG of steps, validated when built.
 
     ``params`` declares the run parameters (a list of :class:`Param`);
-    ``max_parallel`` caps how many steps of one run execute at once.
+    ``max_parallel`` caps how many steps of one run execute at once;
+    ``timeout`` (seconds) is a deadline for each start or resume of a run:
+    when it passes, running steps are stopped as on a cancel and the run ends
+    ``timed_out`` (resumable like a failed run).
     """
 
     def __init__(
@@ -28,6 +31,7 @@ class Workflow:
         description: str = "",
         params: Iterable[Param] = (),
         max_parallel: int | None = None,
+        timeout: float | None = None,
     ) -> None:
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise WorkflowDefinitionError(
@@ -66,6 +70,13 @@ class Workflow:
                 f"Workflow {name!r} has an invalid max_parallel {max_parallel!r}: "
                 "use an integer >= 1"
             )
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+        ):
+            raise WorkflowDefinitionError(
+                f"Workflow {name!r} has an invalid timeout {timeout!r}: use seconds > 0"
+            )
+        self.timeout: float | None = float(timeout) if timeout is not None else None
         self._check_dependencies()
         self._levels = self._compute_levels()
         self.dependants: dict[str, tuple[str, ...]] = {
@@ -213,6 +224,8 @@ class Workflow:
             "definition_hash": self.definition_hash,
             "steps": [self.steps[n].describe() for n in self.order()],
             "params": [p.describe() for p in self.params.values()],
+            "max_parallel": self.max_parallel,
+            "timeout": self.timeout,
         }
 
     # -- deriving new workflows ---------------------------------------------------
@@ -224,6 +237,7 @@ class Workflow:
             description=self.description,
             params=self.params.values(),
             max_parallel=self.max_parallel,
+            timeout=self.timeout,
         )
 
     def _check_new_name(self, name: str) -> None:
