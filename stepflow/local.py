@@ -15,7 +15,7 @@ from typing import Any
 
 from . import planner, states
 from .context import ContextSettings, StepContext
-from .errors import StepflowError
+from .errors import StepflowError, UnknownWorkflow
 from .execution import AttemptOutcome, run_attempt
 from .items import ItemKey, ItemSet
 from .states import AttemptStatus, RunStatus, StepStatus
@@ -130,11 +130,11 @@ class LocalRunner:
         on_progress: Callable[[float, str], None] | None = None,
         settings: ContextSettings | None = None,
         rng: random.Random | None = None,
-        workflows: Callable[[str], Workflow] | None = None,
+        workflows: Iterable[Workflow] | None = None,
     ) -> None:
         self.workflow = workflow
-        #: Finds the workflow of a child run (default: the registry).
-        self.find_workflow = workflows or _registered
+        #: The workflows child runs may use (default: the registered ones).
+        self.workflows = list(workflows) if workflows is not None else None
         self.params = workflow.validate_params(params or {})
         self.sleep = sleep
         self.clock = clock
@@ -363,13 +363,13 @@ class LocalRunner:
             try:
                 if child is None or child.workflow.name != request.workflow:
                     child = LocalRunner(
-                        self.find_workflow(request.workflow),
+                        self._find_workflow(request.workflow),
                         request.params,
                         sleep=self.sleep,
                         clock=self.clock,
                         settings=self.settings,
                         rng=self.rng,
-                        workflows=self.find_workflow,
+                        workflows=self.workflows,
                     )
                     self.children[key] = child
                     child.run()
@@ -394,6 +394,16 @@ class LocalRunner:
         data = outcome.result.data if outcome.result is not None else None
         return planner.after_children(data, summaries)
 
+    def _find_workflow(self, name: str) -> Workflow:
+        if self.workflows is None:
+            from .registry import registry
+
+            return registry.get(name)
+        for wf in self.workflows:
+            if wf.name == name:
+                return wf
+        raise UnknownWorkflow(name, [wf.name for wf in self.workflows])
+
     def _rollback(self) -> None:
         completed = [n for n in self._completed_order if self.steps[n].status == S.COMPLETED]
         for name in planner.rollback_order(self.workflow, completed):
@@ -408,12 +418,6 @@ class LocalRunner:
                 self.rollbacks.append(name)
             except Exception as exc:  # recorded, the other rollbacks still run
                 report.rollback_error = f"{type(exc).__name__}: {exc}"
-
-
-def _registered(name: str) -> Workflow:
-    from .registry import registry
-
-    return registry.get(name)
 
 
 def _first_error(runner: LocalRunner) -> str:

@@ -392,3 +392,102 @@ register(
     ),
     replace=True,
 )
+
+
+# -- run timeout, queue limits, child runs ----------------------------------------------
+
+
+@step()
+def patient(ctx: StepContext) -> dict[str, str]:
+    """Sleeps ``sleep`` seconds in small steps, stopping when asked to."""
+    ledger(ctx)
+    end = time.monotonic() + float(ctx.params.get("sleep", 0.0))
+    while time.monotonic() < end:
+        ctx.raise_if_cancelled()
+        time.sleep(0.05)
+    return {"slept": ctx.params.get("sleep", 0.0)}
+
+
+@step(depends_on="patient")
+def after_patient(ctx: StepContext) -> None:
+    ledger(ctx)
+
+
+register(
+    Workflow(
+        "t_deadline",
+        [patient, after_patient],
+        params=[Param("sleep", "float", default=30.0)],
+        timeout=2,
+    ),
+    replace=True,
+)
+
+
+@step(queue="gpu")
+def on_gpu(ctx: StepContext) -> dict[str, float]:
+    ledger(ctx)
+    start = time.time()
+    time.sleep(float(ctx.params.get("sleep", 0.5)))
+    return {"start": start, "end": time.time()}
+
+
+register(
+    Workflow("t_gpu", [on_gpu], params=[Param("sleep", "float", default=0.5)]),
+    replace=True,
+)
+
+
+@step()
+def child_work(ctx: StepContext) -> dict[str, int]:
+    ledger(ctx, f"work-{ctx.params['n']}")
+    end = time.monotonic() + float(ctx.params.get("sleep", 0.0))
+    while time.monotonic() < end:
+        ctx.raise_if_cancelled()
+        time.sleep(0.05)
+    if should_fail(f"child-{ctx.params['n']}"):
+        raise RuntimeError(f"child {ctx.params['n']} exploded")
+    return {"n": int(ctx.params["n"]) * 10}
+
+
+register(
+    Workflow(
+        "t_child",
+        [child_work],
+        params=[Param("n", "int"), Param("sleep", "float", default=0.0)],
+    ),
+    replace=True,
+)
+
+
+@step()
+def fan(ctx: StepContext) -> dict[str, int]:
+    ledger(ctx)
+    for n in range(int(ctx.params["count"])):
+        ctx.start_child("t_child", {"n": n, "sleep": ctx.params["sleep"]})
+    return {"asked": int(ctx.params["count"])}
+
+
+@step(depends_on="fan")
+def gather(ctx: StepContext) -> dict[str, object]:
+    ledger(ctx)
+    children = ctx.inputs["fan"]["children"]
+    return {"total": sum(c["outputs"]["child_work"]["n"] for c in children)}
+
+
+register(
+    Workflow(
+        "t_parent",
+        [fan, gather],
+        params=[Param("count", "int", default=2), Param("sleep", "float", default=0.0)],
+    ),
+    replace=True,
+)
+
+
+@step()
+def bad_fan(ctx: StepContext) -> None:
+    ctx.start_child("t_child", {"n": "not a number"})
+
+
+register(Workflow("t_bad_parent", [bad_fan]), replace=True)
