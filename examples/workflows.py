@@ -27,18 +27,24 @@ def _work(ctx: StepContext, name: str, seconds: float) -> dict[str, object]:
 def prepare(ctx: StepContext) -> dict[str, object]:
     """Check out the sources."""
     ctx.log("preparing", env=ctx.params["env"])
+    ctx.metric("files_checked_out", 1_284)
     return _work(ctx, "prepare", ctx.params["step_seconds"])
 
 
 @step(depends_on="prepare", weight=3, retry=Retry(max_attempts=2, backoff_base=1))
 def build(ctx: StepContext) -> dict[str, object]:
     """Build the images."""
-    return _work(ctx, "build", ctx.params["step_seconds"] * 2)
+    started = time.monotonic()
+    result = _work(ctx, "build", ctx.params["step_seconds"] * 2)
+    ctx.metric("build_seconds", round(time.monotonic() - started, 3))
+    ctx.metric("image_bytes", 184_549_376 + len(str(ctx.params["version"])) * 4096)
+    return result
 
 
 @step(depends_on="build", weight=1)
 def template(ctx: StepContext) -> dict[str, object]:
     """Render the manifests."""
+    ctx.metric("manifests", 7)
     return _work(ctx, "template", ctx.params["step_seconds"])
 
 
@@ -85,6 +91,7 @@ class ProcessRecords(Step):
         crash_at = ctx.params["crash_at"]
         delay = ctx.params["item_delay_ms"] / 1000
         processed = 0
+        started = time.monotonic()
         for i in ctx.items(range(total)):
             if crash_at >= 0 and i == crash_at and ctx.attempt == 1:
                 raise RuntimeError(f"crashed on purpose at item {i}")
@@ -95,12 +102,15 @@ class ProcessRecords(Step):
                 ctx.progress(len(ctx.done_items()), total, f"{i + 1} of {total}")
         ctx.progress(total, total, "done")
         ctx.metric("processed", processed)
+        elapsed = time.monotonic() - started
+        ctx.metric("items_per_second", round(processed / elapsed) if elapsed > 0 else processed)
         return {"processed_this_attempt": processed}
 
 
 @step(weight=1)
 def load(ctx: StepContext) -> dict[str, int]:
     """Count the records."""
+    ctx.metric("records", ctx.params["items"])
     return {"items": ctx.params["items"]}
 
 
@@ -149,6 +159,8 @@ def upload(ctx: StepContext) -> StepResult:
     for i, _ in enumerate(ctx.items(names, key=str)):
         ctx.progress(i + 1, len(names))
         time.sleep(0.05)
+    ctx.metric("files", len(names))
+    ctx.metric("bytes", len(names) * 1_048_576)
     return StepResult(data={"uploaded": len(names)}, rollback_data={"files": names})
 
 
@@ -238,6 +250,7 @@ def authorize(ctx: StepContext) -> dict[str, object]:
 def capture(ctx: StepContext) -> dict[str, object]:
     """Capture the payment (once: the run is keyed by an idempotency key)."""
     ctx.checkpoint("captured", ctx.params["amount"])
+    ctx.metric("amount", ctx.params["amount"])
     return {"captured": ctx.params["amount"]}
 
 

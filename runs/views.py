@@ -263,6 +263,8 @@ def workflow_detail(request: HttpRequest, name: str) -> HttpResponse:
         "form": form,
         "can_operate": operate,
         "recent": workflows_ui.recent_runs(wf),
+        "trends": detail_ui.metric_trends(wf),
+        "trend_runs": detail_ui.TREND_RUNS,
         "nav": "workflows",
     }
     return render(request, "runs/workflow_detail.html", ctx, status=status)

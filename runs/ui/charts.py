@@ -1,4 +1,5 @@
-"""Geometry of the server-drawn SVGs: the Gantt timeline of attempts and the DAG.
+"""Geometry of the server-drawn SVGs: the Gantt timeline of attempts, the DAG, and
+the sparklines of step metrics (with how a metric's value is written).
 
 The markup is built here too (``Timeline.svg``, ``Dag.svg``): a run of 200 steps has
 hundreds of bars, and one ``format_html`` per element costs a fraction of a template loop.
@@ -7,7 +8,8 @@ Colours come from CSS classes named after statuses (no inline styles: the CSP fo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
@@ -225,3 +227,93 @@ def dag(wf: Workflow, statuses: Mapping[str, str] | None = None) -> Dag:
             )
     width = PAD * 2 + len(levels) * NODE_W + (len(levels) - 1) * COL_GAP
     return Dag(width, height, NODE_W, NODE_H, nodes, edges)
+
+
+# -- metrics -----------------------------------------------------------------------------
+def metric_text(value: object) -> str:
+    """A metric as shown: ``1,204`` for a whole number, else at most 4 decimals
+    (``3.1416``), 4 significant digits below 1 (``0.001235``), ``1.235e-07`` below 0.0001."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)  # not written by ctx.metric (edited by hand): shown as it is
+    v = float(value)
+    if not math.isfinite(v):
+        return "NaN" if math.isnan(v) else ("∞" if v > 0 else "-∞")
+    if v.is_integer():
+        return f"{int(v):,}"
+    size = abs(v)
+    if size < 1e-4:
+        return f"{v:.4g}"
+    decimals = 4 if size >= 1 else 3 - math.floor(math.log10(size))
+    text = f"{v:,.{decimals}f}".rstrip("0").rstrip(".")
+    return "0" if text in ("0", "-0") else text
+
+
+SPARK_W = 150
+SPARK_H = 30
+SPARK_PAD = 4
+
+
+@dataclass(frozen=True)
+class SparkPoint:
+    run_id: int
+    value: float
+    x: float
+    y: float
+    href: str
+
+
+@dataclass(frozen=True)
+class Sparkline:
+    """One metric over runs, oldest first: a line, a dot per run (its title names the
+    run, the dot links to it), and the figures shown beside it."""
+
+    label: str
+    points: list[SparkPoint]
+
+    @property
+    def last(self) -> str:
+        return metric_text(self.points[-1].value)
+
+    @property
+    def low(self) -> str:
+        return metric_text(min(p.value for p in self.points))
+
+    @property
+    def high(self) -> str:
+        return metric_text(max(p.value for p in self.points))
+
+    def svg(self) -> SafeString:
+        # Each run's column is its link and its tooltip: a 3 px dot is too small to aim at.
+        column = (SPARK_W - 2 * SPARK_PAD) / max(len(self.points) - 1, 1)
+        line = " ".join(f"{p.x},{p.y}" for p in self.points)
+        dots = "".join(
+            f'<a href="{escape(p.href)}"><title>#{p.run_id}: {escape(metric_text(p.value))}'
+            f'</title><rect x="{p.x - column / 2:.1f}" y="0" width="{column:.1f}" '
+            f'height="{SPARK_H}" class="spark-hit"/><circle cx="{p.x}" cy="{p.y}" r="2.5" '
+            f'class="spark-dot{" spark-last" if i == len(self.points) - 1 else ""}"/></a>'
+            for i, p in enumerate(self.points)
+        )
+        return mark_safe(
+            f'<svg class="spark" viewBox="0 0 {SPARK_W} {SPARK_H}" width="{SPARK_W}" '
+            f'height="{SPARK_H}" role="img" aria-label="{escape(self.label)}: '
+            f"{len(self.points)} run{'s' if len(self.points) != 1 else ''}, last "
+            f'{escape(self.last)}, min {escape(self.low)}, max {escape(self.high)}">'
+            f'<polyline points="{line}" class="spark-line"/>{dots}</svg>'
+        )
+
+
+def sparkline(
+    label: str, values: Sequence[tuple[int, float]], href: Callable[[int], str]
+) -> Sparkline:
+    """``values``: (run id, value), oldest first, evenly spaced; the y axis spans min to max
+    (a flat line in the middle when they are equal)."""
+    low = min(v for _, v in values)
+    high = max(v for _, v in values)
+    inner_w, inner_h = SPARK_W - 2 * SPARK_PAD, SPARK_H - 2 * SPARK_PAD
+    step = inner_w / (len(values) - 1) if len(values) > 1 else 0
+    points = []
+    for i, (run_id, value) in enumerate(values):
+        x = SPARK_PAD + i * step if len(values) > 1 else SPARK_W / 2
+        y = SPARK_H / 2 if high == low else SPARK_PAD + inner_h * (high - value) / (high - low)
+        points.append(SparkPoint(run_id, value, round(x, 1), round(y, 1), href(run_id)))
+    return Sparkline(label, points)

@@ -12,6 +12,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+from django.urls import reverse
 from django.utils.safestring import SafeString
 
 from stepflow import states
@@ -30,8 +31,11 @@ from .eta import estimate_eta
 EVENT_LIMIT = 500
 #: Statuses of a step whose row can change without an event (progress, items, duration).
 STEP_MOVING = frozenset(states.STEP_ACTIVE)
-#: Fields of a step row the page does not show (large JSON).
+#: Fields of a step row the page does not show (large JSON); metrics come from
+#: :func:`metrics_of`, one query for the few steps that have some.
 STEP_DEFER = ("output", "rollback_data", "metrics")
+#: How many of a workflow's latest runs its page draws the metrics of.
+TREND_RUNS = 30
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,64 @@ def attempts_of(
     return attempts
 
 
+@dataclass(frozen=True)
+class StepMetrics:
+    """The metrics of one step, by name, as shown."""
+
+    pk: int
+    step: str
+    values: list[tuple[str, str]]
+
+
+def metrics_of(run: Run) -> list[StepMetrics]:
+    """The steps that recorded metrics, in order: one query, whatever the number of steps."""
+    rows = run.steps.exclude(metrics={}).order_by("position").values_list("pk", "name", "metrics")
+    return [
+        StepMetrics(pk, name, [(k, charts.metric_text(v)) for k, v in sorted(metrics.items())])
+        for pk, name, metrics in rows
+        if isinstance(metrics, dict)
+    ]
+
+
+@dataclass(frozen=True)
+class MetricTrend:
+    step: str
+    metric: str
+    spark: charts.Sparkline
+
+
+def metric_trends(wf: Workflow, runs: int = TREND_RUNS) -> list[MetricTrend]:
+    """Each (step, metric) recorded in the latest ``runs`` runs of ``wf``, over the runs
+    that recorded it (the workflow page): one query."""
+    latest = Run.objects.filter(workflow=wf.name).order_by("-pk").values("pk")[:runs]
+    rows = (
+        StepRun.objects.filter(run_id__in=latest)
+        .exclude(metrics={})
+        .order_by("run_id")
+        .values_list("run_id", "name", "metrics")
+    )
+    series: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
+    for run_id, step, metrics in rows:
+        if not isinstance(metrics, dict):
+            continue
+        for name, value in metrics.items():
+            # Only numbers can be drawn (ctx.metric writes nothing else; the admin could).
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                series[step, name].append((run_id, float(value)))
+    order = {name: i for i, name in enumerate(wf.order())}
+    keys = sorted(series, key=lambda k: (order.get(k[0], len(order)), k))
+    return [
+        MetricTrend(
+            step,
+            name,
+            charts.sparkline(
+                f"{name} of {step}", series[step, name], lambda pk: reverse("run_detail", args=[pk])
+            ),
+        )
+        for step, name in keys
+    ]
+
+
 @dataclass
 class StepView:
     row: StepRun
@@ -251,6 +313,7 @@ class RunDetail:
     eta: float | None = None
     previous_id: int | None = None
     definition_changed: bool = False
+    metrics: list[StepMetrics] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -341,7 +404,8 @@ def events_of(run: Run, after: int | None = None) -> list[EventRow]:
 
 
 def load_detail(run: Run, *, with_events: bool = True) -> RunDetail:
-    """Steps with their attempts and checkpoints, events, ETA: 4–7 queries, whatever the sizes."""
+    """Steps with their attempts and checkpoints, metrics, events, ETA: 5–8 queries,
+    whatever the sizes."""
     wf = workflow_or_none(run.workflow)
     # Ordered here: the model's ordering ("run", "position") joins the run to sort by it.
     rows = list(run.steps.order_by("position").defer(*STEP_DEFER))
@@ -352,6 +416,7 @@ def load_detail(run: Run, *, with_events: bool = True) -> RunDetail:
         events=events_of(run) if with_events else [],
         params=mask_params(wf.params if wf else {}, run.params or {}),
         definition_changed=wf is not None and wf.definition_hash != run.definition_hash,
+        metrics=metrics_of(run),
     )
     if detail.active and wf is not None:
         detail.eta = estimate_eta(run, wf, [s.row for s in detail.steps])

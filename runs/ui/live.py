@@ -30,9 +30,11 @@ from .detail import (
     EventRow,
     RunDetail,
     StepLine,
+    StepMetrics,
     StepView,
     attempts_of,
     events_of,
+    metrics_of,
     step_lines,
     step_views,
     workflow_or_none,
@@ -118,6 +120,8 @@ class Head:
     lines: list[StepLine]
     attempts: dict[int, list[AttemptRow]] = field(default_factory=dict)
     eta: float | None = None
+    #: Set only when the metrics are sent again (a step that has some moved).
+    metrics: list[StepMetrics] = field(default_factory=list)
 
     @property
     def active(self) -> bool:
@@ -171,7 +175,7 @@ def load_run(run_id: int) -> Run:
 
 def poll(run: Run, token: str) -> Update:
     """What changed since the version of ``token`` (``run`` from :func:`load_run`): one
-    more query when nothing did, 4–6 when steps moved, whatever the number of steps."""
+    more query when nothing did, 5–7 when steps moved, whatever the number of steps."""
     seen = Version.parse(token)
     if run.status in states.RUN_FINISHED or seen is None or seen.run_key != run_key(run):
         return Update("all")
@@ -203,6 +207,11 @@ def poll(run: Run, token: str) -> Update:
     if redraw:
         head.attempts = attempts_of(run)
     steps = step_views(run, wf, rows, whole_run=False)
+    # A metric changes only while its step runs, and such a step is among the rows sent.
+    metrics = metrics_of(run)
+    sent = {r.pk for r in rows}
+    if any(m.pk in sent for m in metrics):
+        head.metrics = metrics
     if wf is not None:
         head.eta = estimate_eta(run, wf, head.lines)
     return Update("steps", now, head, steps=steps, events=events, charts=redraw)
