@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -76,6 +76,9 @@ class StepState:
     round_start: int
     waiting_since: Any
     rolled_back: bool
+    #: Loaded only when needed (the inputs of a step this worker runs next).
+    output: Any = None
+    has_output: bool = False
 
     FIELDS = (
         "pk",
@@ -94,7 +97,11 @@ class StepState:
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> StepState:
-        return cls(*row[:-1], rolled_back=row[-1] is not None)
+        return cls(*row[:11], rolled_back=row[11] is not None)
+
+    @classmethod
+    def from_row_with_output(cls, row: tuple[Any, ...]) -> StepState:
+        return cls(*row[:11], rolled_back=row[11] is not None, output=row[12], has_output=True)
 
     @property
     def fraction(self) -> float | None:
@@ -191,10 +198,12 @@ def build_context(
     wf: Workflow,
     attempt: int,
     store: Any,
+    deps: Mapping[str, tuple[str, Any]] | None = None,
 ) -> StepContext:
     """The context for ``step``: the run's parameters, and the outputs and
-    statuses of the step's dependencies."""
-    deps = dependency_rows(run.pk, wf.steps[step.name].depends_on)
+    statuses of the step's dependencies (``deps``: already read)."""
+    if deps is None:
+        deps = dependency_rows(run.pk, wf.steps[step.name].depends_on)
     secrets = [
         str(run.params.get(n)) for n, p in wf.params.items() if p.secret and run.params.get(n)
     ]
@@ -218,6 +227,7 @@ def advance_run(
     wf: Workflow | None = None,
     changed: str | None = None,
     chain_queue: str | None = None,
+    frontier_rows: dict[str, StepState] | None = None,
 ) -> StepState | None:
     """Under the run's lock: skip what a condition rules out, queue what is
     ready, and finish the run when nothing is left to do.
@@ -226,13 +236,14 @@ def advance_run(
     its dependants are examined (cost independent of the run's size).
     ``chain_queue``: when exactly one step became ready, on that queue, it is
     queued but not enqueued and returned for the caller to run at once.
+    ``frontier_rows``: the steps ``frontier_names`` names, already read.
     """
     wf = wf or workflow_of(run)
     if run.status == RunStatus.RUNNING and past_deadline(run):
         stop_run(run, reason="timeout", actor=actor, message=timeout_message(run, wf))
         return None
     if changed is not None and run.status == RunStatus.RUNNING:
-        chained = _advance_frontier(run, wf, changed, actor, chain_queue)
+        chained = _advance_frontier(run, wf, changed, actor, chain_queue, frontier_rows)
         if chained is not _FULL:
             return chained  # type: ignore[no-any-return]
     return _advance_all(run, wf, actor, chain_queue)
@@ -265,18 +276,25 @@ def _advance_all(run: Run, wf: Workflow, actor: str, chain_queue: str | None) ->
 class _LazySteps(dict[str, StepState]):
     """Step states of one run, loaded in batches and on demand."""
 
-    def __init__(self, run: Run, names: set[str], also_failed: bool = False) -> None:
+    def __init__(
+        self, run: Run, names: set[str], also_failed: bool = False, outputs: bool = False
+    ) -> None:
         super().__init__()
         self.run = run
-        self.load(names, also_failed)
+        if names or also_failed:
+            self.load(names, also_failed, outputs)
 
-    def load(self, names: set[str], also_failed: bool = False) -> None:
+    def load(self, names: set[str], also_failed: bool = False, outputs: bool = False) -> None:
         where = Q(name__in=names)
         if also_failed:
             where |= Q(status__in=list(states.STEP_FAILED))
-        rows = StepRun.objects.filter(where, run_id=self.run.pk).values_list(*StepState.FIELDS)
-        for row in rows:
-            self[row[2]] = StepState.from_row(row)
+        qs = StepRun.objects.filter(where, run_id=self.run.pk)
+        if outputs:
+            for row in qs.values_list(*StepState.FIELDS, "output"):
+                self[row[2]] = StepState.from_row_with_output(row)
+        else:
+            for row in qs.values_list(*StepState.FIELDS):
+                self[row[2]] = StepState.from_row(row)
 
     def __missing__(self, name: str) -> StepState:
         self.load({name})
@@ -298,14 +316,34 @@ class _StatusView(Mapping[str, str]):
         return len(self.steps)
 
 
-def _advance_frontier(
-    run: Run, wf: Workflow, changed: str, actor: str, chain_queue: str | None
-) -> StepState | None:
+def frontier_names(wf: Workflow, changed: str) -> set[str]:
+    """The steps advancing after ``changed`` completed reads: its dependants and
+    their dependencies (and, in the query, every failed step of the run)."""
     frontier = set(wf.dependants[changed])
     needed = set(frontier)
     for name in frontier:
         needed.update(wf.steps[name].depends_on)
-    steps = _LazySteps(run, needed, also_failed=True)
+    return needed
+
+
+def _advance_frontier(
+    run: Run,
+    wf: Workflow,
+    changed: str,
+    actor: str,
+    chain_queue: str | None,
+    rows: dict[str, StepState] | None = None,
+) -> StepState | None:
+    frontier = set(wf.dependants[changed])
+    if rows is not None:
+        steps = _LazySteps(run, set())
+        steps.update(rows)
+    else:
+        # When this worker may run the next step itself, read the outputs too:
+        # they are that step's inputs (saves a query when it starts).
+        steps = _LazySteps(
+            run, frontier_names(wf, changed), also_failed=True, outputs=chain_queue is not None
+        )
     if any(
         s.status in states.STEP_FAILED and (s.name not in wf.steps or not wf.steps[s.name].optional)
         for s in steps.values()
@@ -367,9 +405,17 @@ def _apply(
         and wf.steps[adv.ready[0]].queue == chain_queue
         and chain_queue not in queue_limits()
     )
+    if chain:
+        chained = steps[adv.ready[0]]
+        chained.inputs = {  # type: ignore[attr-defined]
+            d: (steps[d].status, steps[d].output)
+            for d in wf.steps[chained.name].depends_on
+            if d in steps and steps[d].has_output
+        }
+        return chained
     for name in adv.ready:
-        queue_step(run, steps[name], wf, actor=actor, enqueue=not chain)
-    return steps[adv.ready[0]] if chain else None
+        queue_step(run, steps[name], wf, actor=actor)
+    return None
 
 
 def queue_step(
@@ -704,6 +750,8 @@ class Started:
     run: Run
     step: StepRun
     attempt: StepAttempt
+    #: {dependency: (status, output)} when already read (a chained step).
+    inputs: dict[str, tuple[str, Any]] | None = None
 
 
 def begin_attempt(step_run_id: int, attempt: int, worker: str, job_id: str) -> Started | None:
@@ -725,40 +773,195 @@ def begin_attempt(step_run_id: int, attempt: int, worker: str, job_id: str) -> S
         return _start(step.run, step, attempt, worker, job_id)
 
 
-def _start(run: Run, step: StepRun, attempt: int, worker: str, job_id: str) -> Started:
+def _start(
+    run: Run,
+    step: StepRun,
+    attempt: int,
+    worker: str,
+    job_id: str,
+    *,
+    queue_name: str | None = None,
+) -> Started:
+    """queued (or retrying, or -- for a chained step -- pending) -> running, and
+    the attempt's row. On PostgreSQL both are one statement."""
     now = timezone.now()
-    set_step(
-        step,
-        S.RUNNING,
-        via=S.QUEUED if step.status == S.RETRYING else None,
-        attempts=attempt,
-        worker=worker,
-        heartbeat_at=now,
-        started_at=step.started_at or now,
-        job_id=job_id,
-        retry_at=None,
-        progress_current=None,
-        progress_total=None,
-        progress_message="",
-    )
-    row = StepAttempt.objects.create(
-        step=step,
-        number=attempt,
-        run_attempt=run.attempt,
-        status=AttemptStatus.RUNNING,
-        worker=worker,
-        job_id=job_id,
-        started_at=now,
-    )
+    what = f"Step {step.name!r} of run #{run.pk}"
+    via = S.QUEUED if step.status in (S.RETRYING, S.PENDING) else None
+    fields: dict[str, Any] = {
+        "attempts": attempt,
+        "worker": worker,
+        "heartbeat_at": now,
+        "started_at": step.started_at or now,
+        "job_id": job_id,
+        "retry_at": None,
+        "progress_current": None,
+        "progress_total": None,
+        "progress_message": "",
+    }
+    if step.status == S.PENDING:  # what queue_step writes when a job is enqueued
+        fields.update(enqueued_at=now, queue=queue_name or step.queue, waiting_since=None)
+    if connection.vendor != "postgresql":
+        set_step(step, S.RUNNING, via=via, **fields)
+        row = StepAttempt.objects.create(
+            step=step,
+            number=attempt,
+            run_attempt=run.attempt,
+            status=AttemptStatus.RUNNING,
+            worker=worker,
+            job_id=job_id,
+            started_at=now,
+        )
+    else:
+        new = states.transition(step.status, via, what) if via is not None else step.status
+        new = states.transition(new, S.RUNNING, what)
+        set_sql, params = _set_clause(StepRun, {"status": new, **fields})
+        sql = (
+            f"WITH s AS (UPDATE {_table(StepRun)} SET {set_sql} "
+            "WHERE id = %s AND status = %s RETURNING id) "
+            f"INSERT INTO {_table(StepAttempt)} (step_id, number, run_attempt, status, worker, "
+            "job_id, started_at, finished_at, error, traceback) "
+            "SELECT id, %s, %s, %s, %s, %s, %s, NULL, '', '' FROM s RETURNING id"
+        )
+        with connection.cursor() as cur:
+            cur.execute(
+                sql,
+                [
+                    *params,
+                    step.pk,
+                    step.status,
+                    attempt,
+                    run.attempt,
+                    AttemptStatus.RUNNING.value,
+                    worker,
+                    job_id,
+                    now,
+                ],
+            )
+            found = cur.fetchone()
+        if found is None:
+            raise StaleUpdate(f"{what} is no longer {step.status}")
+        step.status = new
+        for key, value in fields.items():
+            setattr(step, key, value)
+        row = StepAttempt(
+            pk=found[0],
+            step=step,
+            number=attempt,
+            run_attempt=run.attempt,
+            status=AttemptStatus.RUNNING,
+            worker=worker,
+            job_id=job_id,
+            started_at=now,
+        )
     events.record(
         run, "step_started", f"attempt {attempt}", step=step.name, actor=worker, attempt=attempt
     )
     return Started(run, step, row)
 
 
+def _table(model: type[models.Model]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _set_clause(model: type[models.Model], fields: dict[str, Any]) -> tuple[str, list[Any]]:
+    """``col = %s, ...`` and the values prepared as the ORM would save them."""
+    parts, params = [], []
+    for name, value in fields.items():
+        field = model._meta.get_field(name)
+        parts.append(f"{connection.ops.quote_name(field.column)} = %s")  # type: ignore[union-attr]
+        params.append(field.get_db_prep_save(value, connection))  # type: ignore[union-attr]
+    return ", ".join(parts), params
+
+
+def _end_attempt(
+    step: StepRun,
+    target: StepStatus,
+    attempt: int,
+    attempt_fields: dict[str, Any],
+    *,
+    read: set[str] | None = None,
+    outputs: bool = False,
+    **fields: Any,
+) -> dict[str, StepState] | None:
+    """Guarded update of the step (still running this attempt) and the update of
+    its attempt's row; StaleUpdate if it moved on.
+
+    On PostgreSQL this is one statement, which also reads the steps named in
+    ``read`` and the run's failed steps (what advancing needs next), as they are
+    after the update; returned as step states (None elsewhere)."""
+    if connection.vendor != "postgresql":
+        set_step(step, target, guard={"attempts": attempt}, **fields)
+        StepAttempt.objects.filter(step_id=step.pk, number=attempt).update(**attempt_fields)
+        return None
+    what = f"Step {step.name!r} of run #{step.run_id}"
+    new = states.transition(step.status, target, what)
+    step_sql, step_params = _set_clause(StepRun, {"status": new, **fields})
+    attempt_sql, attempt_params = _set_clause(StepAttempt, attempt_fields)
+    sql = (
+        f"WITH s AS (UPDATE {_table(StepRun)} SET {step_sql} "
+        "WHERE id = %s AND status = %s AND attempts = %s RETURNING id), "
+        f"a AS (UPDATE {_table(StepAttempt)} SET {attempt_sql} "
+        "WHERE step_id IN (SELECT id FROM s) AND number = %s RETURNING 1) "
+    )
+    params = [*step_params, step.pk, step.status, attempt, *attempt_params, attempt]
+    if read is None:
+        sql += "SELECT count(*) FROM s"
+    else:
+        columns = ", ".join(_STATE_COLUMNS + (["output::text"] if outputs else []))
+        sql += (
+            f"SELECT c.n, t.* FROM (SELECT count(*) AS n FROM s) c LEFT JOIN ("
+            f"SELECT {columns} FROM {_table(StepRun)} WHERE run_id = %s AND "
+            "(name = ANY(%s) OR status IN ('failed', 'timed_out'))) t ON true"
+        )
+        params += [step.run_id, sorted(read)]
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        result = cur.fetchall()
+    if not result or not result[0][0]:
+        raise StaleUpdate(f"{what} is no longer {step.status}")
+    step.status = new
+    for key, value in fields.items():
+        setattr(step, key, value)
+    if read is None:
+        return None
+    found = {}
+    for row in result:
+        if row[1] is None:
+            continue  # no step matched
+        if outputs:
+            output = json.loads(row[-1]) if row[-1] is not None else None
+            state = StepState.from_row_with_output((*row[1:-1], output))
+        else:
+            state = StepState.from_row(row[1:])
+        if state.pk == step.pk:  # read before the update: as it is now
+            state.status = new
+            state.output = fields.get("output", state.output)
+        found[state.name] = state
+    return found
+
+
+#: The columns of StepState.FIELDS.
+_STATE_COLUMNS = [
+    "id",
+    "run_id",
+    "name",
+    "status",
+    "attempts",
+    "skip_reason",
+    "error",
+    "progress_current",
+    "progress_total",
+    "round_start",
+    "waiting_since",
+    "rolled_back_at",
+]
+
+
 def start_chained(run: Run, state: StepState, worker: str) -> Started:
-    """Start a step this worker queued for itself (see advance_run's chain_queue),
-    in the transaction that queued it: recorded exactly as if it had been dequeued."""
+    """Start the step this worker runs next itself (see advance_run's chain_queue),
+    in the transaction that found it ready: recorded exactly as if it had been
+    queued and dequeued."""
+    spec = workflow_of(run).steps[state.name]
     step = StepRun(
         pk=state.pk,
         run_id=run.pk,
@@ -766,11 +969,15 @@ def start_chained(run: Run, state: StepState, worker: str) -> Started:
         status=state.status,
         attempts=state.attempts,
         round_start=state.round_start,
-        queue=workflow_of(run).steps[state.name].queue,
+        queue=spec.queue,
     )
     step.run = run
     attempt = state.attempts + 1
-    return _start(run, step, attempt, worker, queue.job_id(state.pk, attempt))
+    started = _start(run, step, attempt, worker, queue.job_id(state.pk, attempt))
+    inputs = getattr(state, "inputs", None)
+    if inputs is not None and len(inputs) == len(spec.depends_on):
+        started.inputs = inputs
+    return started
 
 
 def _jsonable(value: Any) -> str | None:
@@ -884,18 +1091,32 @@ def record_outcome(
             fields["error"] = outcome.error
         if target == S.RETRYING:
             fields["retry_at"] = now + timezone.timedelta(seconds=decision.retry_in or 0)
+        attempt_fields = {
+            "status": AttemptStatus.WAITING.value if target == S.WAITING else outcome.status.value,
+            "finished_at": None if target == S.WAITING else now,
+            "error": outcome.error,
+            "traceback": outcome.traceback,
+        }
+        settled = target in states.STEP_DONE or (
+            spec is not None and spec.optional and target in states.STEP_FAILED
+        )
+        read = None
+        if settled and spec is not None and run.status == RunStatus.RUNNING:
+            read = frontier_names(workflow_of(run), step.name)
         try:
-            set_step(step, target, guard={"attempts": attempt}, **fields)
+            rows = _end_attempt(
+                step,
+                target,
+                attempt,
+                attempt_fields,
+                read=read,
+                outputs=chain_queue is not None,
+                **fields,
+            )
         except StaleUpdate:
             log.info("outcome of %s attempt %s ignored: no longer running", step, attempt)
             transaction.set_rollback(True)
             return None
-        StepAttempt.objects.filter(step=step, number=attempt).update(
-            status=AttemptStatus.WAITING.value if target == S.WAITING else outcome.status.value,
-            finished_at=None if target == S.WAITING else now,
-            error=outcome.error,
-            traceback=outcome.traceback,
-        )
         if target != S.RETRYING:
             slot_freed(step.queue)
         kind = {
@@ -936,14 +1157,12 @@ def record_outcome(
             step_pk = step.pk
             transaction.on_commit(lambda: _notify_parent(step_pk))
             return Recorded(target)
-        settled = target in states.STEP_DONE or (
-            spec is not None and spec.optional and target in states.STEP_FAILED
-        )
         chained = advance_run(
             run,
             actor=worker,
             changed=step.name if settled else None,
             chain_queue=chain_queue,
+            frontier_rows=rows,
         )
         if chained is None:
             return Recorded(target)

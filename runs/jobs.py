@@ -153,7 +153,7 @@ def _run_one(
         )
     else:
         store = DbStepStore(step_run, attempt, worker)
-        ctx = engine.build_context(run, step_run, wf, attempt, store)
+        ctx = engine.build_context(run, step_run, wf, attempt, store, deps=started.inputs)
         with Heartbeat(
             step_run.pk,
             attempt,

@@ -183,6 +183,11 @@ class StepRun(models.Model):
                 condition=models.Q(waiting_since__isnull=False),
             ),
             models.Index(
+                fields=["run"],
+                name="steprun_run_failed",
+                condition=models.Q(status__in=["failed", "timed_out"]),
+            ),
+            models.Index(
                 fields=["queue", "status"],
                 name="steprun_queue_active",
                 condition=models.Q(status__in=["queued", "running", "retrying"]),
