@@ -54,11 +54,15 @@ def with_db_retry[T](func: Callable[[], T], what: str, attempts: int = 30, wait:
 
 
 class Heartbeat:
-    """Beats the step's heartbeat from a thread, whatever the step code is doing.
+    """Beats the step's heartbeat from a background thread, whatever the step code
+    is doing.
 
     When the attempt stops being wanted (the run is cancelled, or the attempt
     was reaped) and the step has not stopped by itself within the grace
     period, it raises Cancelled in the step's thread.
+
+    One beating thread per process serves every attempt in it (a worker runs
+    many short steps: no thread is started and joined for each).
     """
 
     def __init__(self, step_run_id: int, attempt: int, interval: float, grace: float) -> None:
@@ -69,52 +73,97 @@ class Heartbeat:
         self._target = threading.get_ident()
         self._unwanted_since: float | None = None
         self._interrupted = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="stepflow-heartbeat", daemon=True)
+        self._lock = threading.Lock()
+        self._active = False
 
     def __enter__(self) -> Heartbeat:
-        self._thread.start()
+        self._active = True
+        _Beater.get(self.interval).add(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        with self._lock:  # never interrupt a step that is already over
+            self._active = False
+        _Beater.get(self.interval).discard(self)
 
-    def _beat(self) -> None:
-        try:
-            while not self._stop.wait(self.interval):
-                try:
-                    wanted = StepRun.objects.filter(
-                        pk=self.step_run_id,
-                        status=StepStatus.RUNNING,
-                        attempts=self.attempt,
-                        run__status=RunStatus.RUNNING,
-                    ).update(heartbeat_at=timezone.now())
-                    if not wanted:
-                        # Keep beating while the run is cancelling: the step is still alive.
-                        StepRun.objects.filter(
-                            pk=self.step_run_id, status=StepStatus.RUNNING, attempts=self.attempt
-                        ).update(heartbeat_at=timezone.now())
-                        self._maybe_interrupt()
-                except (OperationalError, InterfaceError):
-                    close_old_connections()
-                    try:
-                        connection.close()
-                    except Exception:
-                        pass
-        finally:
-            connection.close()
+    def beat(self) -> None:
+        wanted = StepRun.objects.filter(
+            pk=self.step_run_id,
+            status=StepStatus.RUNNING,
+            attempts=self.attempt,
+            run__status=RunStatus.RUNNING,
+        ).update(heartbeat_at=timezone.now())
+        if not wanted:
+            # Keep beating while the run is cancelling: the step is still alive.
+            StepRun.objects.filter(
+                pk=self.step_run_id, status=StepStatus.RUNNING, attempts=self.attempt
+            ).update(heartbeat_at=timezone.now())
+            self._maybe_interrupt()
 
     def _maybe_interrupt(self) -> None:
         now = time.monotonic()
         if self._unwanted_since is None:
             self._unwanted_since = now
         elif not self._interrupted and now - self._unwanted_since >= self.grace:
-            self._interrupted = True
-            log.warning("step run %s ignored the cancel; interrupting it", self.step_run_id)
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                ctypes.c_ulong(self._target), ctypes.py_object(Cancelled)
-            )
+            with self._lock:
+                if not self._active:
+                    return
+                self._interrupted = True
+                log.warning("step run %s ignored the cancel; interrupting it", self.step_run_id)
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(self._target), ctypes.py_object(Cancelled)
+                )
+
+
+class _Beater(threading.Thread):
+    """The process's heartbeat thread: every interval, beats each attempt running here."""
+
+    _instance: _Beater | None = None
+    _pid = 0
+    _create = threading.Lock()
+
+    @classmethod
+    def get(cls, interval: float) -> _Beater:
+        with cls._create:
+            if cls._instance is None or cls._pid != os.getpid() or not cls._instance.is_alive():
+                cls._instance = cls(interval)
+                cls._pid = os.getpid()
+                cls._instance.start()
+            return cls._instance
+
+    def __init__(self, interval: float) -> None:
+        super().__init__(name="stepflow-heartbeat", daemon=True)
+        self.interval = interval
+        self.beating: dict[int, Heartbeat] = {}
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+
+    def add(self, hb: Heartbeat) -> None:
+        with self.lock:
+            self.beating[id(hb)] = hb
+
+    def discard(self, hb: Heartbeat) -> None:
+        with self.lock:
+            self.beating.pop(id(hb), None)
+
+    def run(self) -> None:
+        while True:
+            self.wake.wait(self.interval)
+            with self.lock:
+                current = list(self.beating.values())
+            for hb in current:
+                if not hb._active:
+                    continue
+                try:
+                    hb.beat()
+                except (OperationalError, InterfaceError):
+                    close_old_connections()
+                    try:
+                        connection.close()
+                    except Exception:
+                        pass
+                except Exception:
+                    log.exception("heartbeat of step run %s failed", hb.step_run_id)
 
 
 def execute_step(step_run_id: int, attempt: int) -> str:
