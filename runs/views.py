@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from django_htmx.http import HttpResponseStopPolling, reswap, retarget
 from django_htmx.middleware import HtmxDetails
 
+from stepflow import states
 from stepflow.errors import StepflowError
 from stepflow.registry import registry
 
@@ -27,6 +28,7 @@ from .errors import IdempotencyConflict
 from .forms import StartRunForm
 from .models import Run
 from .ui import actions
+from .ui import children as children_ui
 from .ui import compare as compare_ui
 from .ui import detail as detail_ui
 from .ui import history as history_ui
@@ -103,6 +105,16 @@ def _detail_context(request: HttpRequest, run: Run, **extra: Any) -> dict[str, A
     }
 
 
+def _children_context(run: Run) -> dict[str, Any]:
+    tree = children_ui.child_tree(run)
+    return {
+        "children": tree.children,
+        "shown": tree.shown,
+        "truncated": tree.truncated,
+        "tree_active": tree.active,
+    }
+
+
 def _live_region(request: HttpRequest, run: Run) -> HttpResponse:
     """The whole live region, in place of the one shown (the polling head asked for it);
     polling stops once the run is finished."""
@@ -119,7 +131,21 @@ def run_detail(request: HtmxHttpRequest, run_id: int) -> HttpResponse:
     if request.htmx and request.htmx.target == "run-live":
         return _live_region(request, run)
     ctx = _detail_context(request, run, previous_id=detail_ui.previous_run_id(run))
+    if children_ui.has_children(run):
+        ctx.update(has_children=True, **_children_context(run))
     return render(request, "runs/detail.html", ctx)
+
+
+@login_required
+@require_GET
+def run_children(request: HtmxHttpRequest, run_id: int) -> HttpResponse:
+    """The tree of child runs (the run page refreshes it while any of them is active)."""
+    run = _run_or_404(run_id)
+    ctx = _children_context(run)
+    html = render_to_string("runs/_children.html", ctx, request=request)
+    if not ctx["tree_active"] and run.status in states.RUN_FINISHED:
+        return HttpResponseStopPolling(html)
+    return HttpResponse(html)
 
 
 @login_required

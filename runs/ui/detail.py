@@ -362,7 +362,7 @@ def workflow_or_none(name: str) -> Workflow | None:
 
 
 def load_run(run_id: int) -> Run:
-    return Run.objects.select_related("created_by").get(pk=run_id)
+    return Run.objects.select_related("created_by", "parent_step").get(pk=run_id)
 
 
 def step_views(
