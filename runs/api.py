@@ -119,9 +119,13 @@ def run_json(run: Run, steps: bool = True) -> dict[str, Any]:
         "created_at": run.created_at.isoformat(),
         "started_at": run.started_at.isoformat() if run.started_at else None,
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "deadline": run.deadline.isoformat() if run.deadline else None,
+        "parent": run.parent_id,
+        "schedule": run.schedule_id,
         "url": f"/runs/{run.pk}/",
     }
     if steps:
+        data["children"] = list(run.children.order_by("pk").values_list("pk", flat=True))
         data["steps"] = [
             {
                 "name": s.name,
@@ -130,6 +134,7 @@ def run_json(run: Run, steps: bool = True) -> dict[str, Any]:
                 "error": s.error,
                 "items_done": s.items_done,
                 "progress": s.fraction,
+                "message": s.progress_message,
                 "started_at": s.started_at.isoformat() if s.started_at else None,
                 "finished_at": s.finished_at.isoformat() if s.finished_at else None,
             }

@@ -124,3 +124,23 @@ def test_queue_limits_in_the_admin(staff_client: Client):
     assert QueueLimit.objects.count() == 1
     html = staff_client.get("/admin/runs/queuelimit/").content.decode()
     assert "gpu" in html
+
+
+def test_the_api_shows_parent_children_and_deadline(redis_conn):
+    import json as json_
+
+    from runs.api import new_token
+
+    token = new_token(User.objects.create_user("api-user", password="pw-api-12345"))
+    parent, (a, b, c) = _family()
+    client = Client()
+    headers = {"Authorization": f"Bearer {token}"}
+    data = json_.loads(client.get(f"/api/runs/{parent.pk}/", headers=headers).content)
+    assert (data["parent"], data["children"], data["deadline"]) == (None, [a.pk, b.pk], None)
+    assert data["steps"][0]["status"] == "waiting"
+    assert data["steps"][0]["message"] == "1 of 2 ended"
+    data = json_.loads(client.get(f"/api/runs/{b.pk}/", headers=headers).content)
+    assert (data["parent"], data["children"]) == (parent.pk, [c.pk])
+    run = services.start_run("t_deadline", {"sleep": 1})
+    data = json_.loads(client.get(f"/api/runs/{run.pk}/", headers=headers).content)
+    assert data["deadline"] == run.deadline.isoformat()
