@@ -266,3 +266,80 @@ register(
         ],
     )
 )
+
+
+# -- regions: one child run of "region" per region, waited for without a worker ----------
+@step(weight=1)
+def extract(ctx: StepContext) -> dict[str, object]:
+    """Pull one region's rows."""
+    rows = 1000 * (1 + len(ctx.params["region"]))
+    _work(ctx, "extract", ctx.params["seconds"])
+    ctx.metric("rows", rows)
+    return {"rows": rows}
+
+
+@step(depends_on="extract", weight=2)
+def summarize(ctx: StepContext) -> dict[str, object]:
+    """Summarize the region."""
+    if ctx.params["region"] == ctx.params["fail_region"]:
+        raise RuntimeError(f"region {ctx.params['region']} failed on purpose (fail_region)")
+    _work(ctx, "summarize", ctx.params["seconds"])
+    return {"region": ctx.params["region"], "rows": ctx.inputs["extract"]["rows"]}
+
+
+register(
+    Workflow(
+        "region",
+        [extract, summarize],
+        description="One region's report (started as a child run by regions).",
+        params=[
+            Param("region", "str", required=True),
+            Param("seconds", "float", default=1.0, min=0, max=60),
+            Param("fail_region", "str", default=""),
+        ],
+        timeout=300,
+    )
+)
+
+
+@step(weight=1)
+def fan_out(ctx: StepContext) -> dict[str, object]:
+    """Start one child run per region; the step then waits for them."""
+    regions = [r.strip() for r in ctx.params["regions"].split(",") if r.strip()]
+    for region in regions:
+        ctx.start_child(
+            "region",
+            {
+                "region": region,
+                "seconds": ctx.params["seconds"],
+                "fail_region": ctx.params["fail_region"],
+            },
+        )
+    ctx.log(f"started {len(regions)} child runs")
+    return {"regions": regions}
+
+
+@step(depends_on="fan_out", weight=1)
+def combine(ctx: StepContext) -> dict[str, object]:
+    """Add up what the child runs found."""
+    children = ctx.inputs["fan_out"]["children"]
+    rows = sum(c["outputs"]["summarize"]["rows"] for c in children)
+    ctx.metric("rows", rows)
+    return {"regions": len(children), "rows": rows}
+
+
+register(
+    Workflow(
+        "regions",
+        [fan_out, combine],
+        description="Nested runs: a child run per region, combined when all are done; "
+        "fail_region makes one child fail (resume the parent once it is fixed). "
+        "Times out after 10 minutes.",
+        params=[
+            Param("regions", "str", default="eu,us,asia"),
+            Param("seconds", "float", default=2.0, min=0, max=60),
+            Param("fail_region", "str", default="", help="This region's child run fails"),
+        ],
+        timeout=600,
+    )
+)

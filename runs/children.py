@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from stepflow import planner, states
 from stepflow.context import ChildRequest
+from stepflow.registry import registry
 from stepflow.states import AttemptStatus, StepStatus
 
 from . import engine, events, services
@@ -26,10 +27,11 @@ log = logging.getLogger("stepflow.children")
 S = StepStatus
 
 
-def child_key(step_run_id: int, index: int) -> str:
+def child_key(step_run_id: int, index: int, workflow: str, params_hash: str) -> str:
     """The idempotency key of a step's index-th child: a later attempt of the
-    step asking for the same child gets the same run back."""
-    return f"child:{step_run_id}:{index}"
+    step asking for the same child (same workflow and parameters) gets the same
+    run back; asking for something else starts a new child run."""
+    return f"child:{step_run_id}:{index}:{workflow}:{params_hash[:16]}"
 
 
 def start_children(
@@ -40,10 +42,12 @@ def start_children(
     origin = f"run #{run.pk} step {step.name}"[:100]
     ids = []
     for index, request in enumerate(requests):
+        wf = registry.get(request.workflow)
+        phash = services.params_hash(wf.validate_params(request.params))
         child = services.start_run(
-            request.workflow,
+            wf,
             request.params,
-            idempotency_key=child_key(step.pk, index),
+            idempotency_key=child_key(step.pk, index, wf.name, phash),
             origin=origin,
             parent=run,
             parent_step=step,

@@ -224,3 +224,24 @@ def test_a_child_that_cannot_start_fails_the_attempt(start_worker, redis_conn):
     )
     assert not Run.objects.filter(parent=run).exists()
     assert RunEvent.objects.filter(run=run, kind="step_failed").count() == 1
+
+
+def test_a_resume_with_other_child_params_starts_new_child_runs(start_worker, redis_conn):
+    start_worker()
+    redis_conn.set("fail:child-1", 1)
+    run = wait_run(services.start_run("t_parent", {"count": 2}).pk, ENDED, timeout=60)
+    assert run.status == "failed"
+    first = list(Run.objects.filter(parent=run).order_by("pk"))
+    redis_conn.delete("fail:child-1")
+    Run.objects.filter(pk=run.pk).update(params={"count": 2, "sleep": 0.01})
+    services.resume_run(run.pk, "retry_failed")
+    run = wait_run(run.pk, ENDED, timeout=60)
+    assert run.status == "completed"
+    children = list(Run.objects.filter(parent=run).order_by("pk"))
+    assert children[:2] == first
+    assert [(c.status, c.params) for c in children[2:]] == [
+        ("completed", {"n": 0, "sleep": 0.01}),
+        ("completed", {"n": 1, "sleep": 0.01}),
+    ]
+    fan = run.steps.get(name="fan")
+    assert [c["run"] for c in fan.output["children"]] == [c.pk for c in children[2:]]
