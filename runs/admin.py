@@ -847,3 +847,6 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+from . import admin_schedules  # noqa: E402,F401

@@ -2,6 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from . import views
+from .ui import schedules as schedules_ui
 
 urlpatterns = [
     path("", views.history, name="history"),
@@ -13,4 +14,13 @@ urlpatterns = [
     path("runs/<int:run_id>/actions/<slug:action>/", views.run_action, name="run_action"),
     path("workflows/", views.workflows, name="workflows"),
     path("workflows/<slug:name>/", views.workflow_detail, name="workflow_detail"),
+    path("schedules/", schedules_ui.schedule_list, name="schedules"),
+    path("schedules/preview/", schedules_ui.schedule_preview, name="schedule_preview"),
+    path("schedules/params/", schedules_ui.schedule_params, name="schedule_params"),
+    path("schedules/<int:schedule_id>/", schedules_ui.schedule_detail, name="schedule_detail"),
+    path(
+        "schedules/<int:schedule_id>/<slug:action>/",
+        schedules_ui.schedule_action,
+        name="schedule_action",
+    ),
 ]

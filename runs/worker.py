@@ -118,7 +118,7 @@ class SchedulerThread(threading.Thread):
             wait = self.max_wait
             try:
                 for run in fire_due():
-                    log.info("schedule %s started run #%s", run.origin, run.pk)
+                    log.info("%s started run #%s for %s", run.origin, run.pk, run.scheduled_for)
                 due = next_due()
                 if due is not None:
                     wait = (due - timezone.now()).total_seconds()

@@ -16,10 +16,10 @@ from django.utils import timezone
 from stepflow import states
 from stepflow.registry import registry
 
-from ..models import Run, RunStatus
+from ..models import Run, RunStatus, Schedule
 
 PAGE_SIZE = 50
-FILTER_KEYS = ("workflow", "status", "who", "since", "until", "q")
+FILTER_KEYS = ("workflow", "status", "who", "since", "until", "q", "schedule")
 _RUN_ID = re.compile(r"^#?(\d{1,18})$")
 
 
@@ -44,6 +44,7 @@ class HistoryQuery:
     since: date | None = None
     until: date | None = None
     q: str = ""
+    schedule: int | None = None  # runs started by this schedule (its id)
     before: int | None = None
     after: int | None = None
     errors: list[str] = field(default_factory=list)
@@ -66,6 +67,11 @@ class HistoryQuery:
                 if parsed is None:
                     self.errors.append(f"{name.title()} must be a date like 2026-11-21")
                 setattr(self, name, parsed)
+        raw_schedule = data.get("schedule", "").strip()
+        if raw_schedule.isdigit():
+            self.schedule = int(raw_schedule)
+        elif raw_schedule:
+            self.errors.append(f"Schedule must be a schedule's id, not {raw_schedule!r}")
         for name in ("before", "after"):
             raw = data.get(name, "").strip()
             if raw.isdigit():
@@ -84,7 +90,16 @@ class HistoryQuery:
             "since": self.since.isoformat() if self.since else "",
             "until": self.until.isoformat() if self.until else "",
             "q": self.q,
+            "schedule": str(self.schedule) if self.schedule is not None else "",
         }
+
+    @property
+    def schedule_name(self) -> str:
+        """The name of the schedule filtered by (``#id`` once it is deleted)."""
+        if self.schedule is None:
+            return ""
+        name = Schedule.objects.filter(pk=self.schedule).values_list("name", flat=True).first()
+        return name or f"#{self.schedule}"
 
     def url(self, **extra: Any) -> str:
         params = {k: v for k, v in {**self.filters(), **extra}.items() if v not in ("", None)}
@@ -103,6 +118,8 @@ class HistoryQuery:
             qs = qs.filter(created_at__gte=_aware(self.since))
         if self.until:
             qs = qs.filter(created_at__lt=_aware(self.until + timedelta(days=1)))
+        if self.schedule is not None:
+            qs = qs.filter(schedule_id=self.schedule)
         if self.q:
             qs = qs.alias(params_text=Cast("params", TextField())).filter(search_q(self.q))
         return qs
@@ -125,8 +142,14 @@ def search_q(text: str) -> Q:
 
 
 def base_queryset() -> QuerySet[Run]:
-    return Run.objects.select_related("created_by").defer(
-        "params", "scope", "note", "params_hash", "definition_hash"
+    return Run.objects.select_related("created_by", "schedule").defer(
+        "params",
+        "scope",
+        "note",
+        "params_hash",
+        "definition_hash",
+        "schedule__params",
+        "schedule__note",
     )
 
 

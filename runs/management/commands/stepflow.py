@@ -32,7 +32,7 @@ def parse_param(text: str) -> tuple[str, str]:
 class Command(BaseCommand):
     help = (
         "Operate stepflow workflows and runs: workflows, run, resume, cancel, status, history, "
-        "cleanup, worker, recover."
+        "cleanup, worker, recover, schedules, schedule."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -93,6 +93,20 @@ class Command(BaseCommand):
         p.add_argument("--no-recovery", action="store_true")
 
         sub.add_parser("recover", help="Reap lost attempts and re-enqueue lost jobs now")
+
+        sub.add_parser("schedules", help="List schedules")
+        p = sub.add_parser("schedule", help="Add, enable, disable or delete a schedule")
+        ssub = p.add_subparsers(dest="schedule_action", required=True, metavar="ACTION")
+        p = ssub.add_parser("add", help="Start WORKFLOW at every tick of CRON")
+        p.add_argument("name")
+        p.add_argument("workflow")
+        p.add_argument("cron", help="quoted: '30 2 * * *', or a macro such as @daily")
+        p.add_argument("--tz", default="UTC", help="IANA time zone of the cron (default UTC)")
+        p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE")
+        p.add_argument("--disabled", action="store_true", help="Create it disabled")
+        p.add_argument("--note", default="")
+        for verb in ("enable", "disable", "delete"):
+            ssub.add_parser(verb, help=f"{verb.title()} a schedule").add_argument("name")
 
         p = sub.add_parser("token", help="Create a JSON API token for a user")
         p.add_argument("username")
@@ -225,7 +239,12 @@ class Command(BaseCommand):
 
         from runs import jobs  # noqa: F401  (imported before forking)
         from runs.queue import get_queue
-        from runs.worker import RecoveryThread, StepflowSimpleWorker, StepflowWorker
+        from runs.worker import (
+            RecoveryThread,
+            SchedulerThread,
+            StepflowSimpleWorker,
+            StepflowWorker,
+        )
 
         queues = [get_queue(q) for name in opts["queues"] for q in name.split(",") if q]
         cls = StepflowSimpleWorker if opts["simple"] else StepflowWorker
@@ -235,12 +254,65 @@ class Command(BaseCommand):
         if not opts["no_recovery"]:
             recovery = RecoveryThread(queues[0].connection)
             recovery.start()
+        scheduler = SchedulerThread()
+        scheduler.start()
         connections.close_all()
         try:
             worker.work(burst=opts["burst"], with_scheduler=True, logging_level="WARNING")
         finally:
+            scheduler.stopping.set()
             if recovery is not None:
                 recovery.stopping.set()
+
+    def do_schedules(self, opts: dict[str, Any]) -> None:
+        from runs import schedules
+        from runs.models import Schedule
+
+        rows = list(Schedule.objects.order_by("name"))
+        if not rows:
+            self.stdout.write("No schedules.")
+        for s in rows:
+            state = "enabled" if s.enabled else "disabled"
+            params = json.dumps(schedules.masked_params(s), sort_keys=True, ensure_ascii=False)
+            line = (
+                f"{s.name:<20} {s.workflow:<20} {s.cron:<16} {s.timezone:<16} {state:<8}  "
+                f"next {schedules.local_time(s.next_run_at, s.timezone)}  "
+                f"last {schedules.local_time(s.last_run_at, s.timezone)}  params {params}"
+            )
+            problem = schedules.problem(s) if s.enabled else ""
+            if problem:
+                line += f"  ⚠ cannot start: {problem}"
+            self.stdout.write(line)
+
+    def do_schedule(self, opts: dict[str, Any]) -> None:
+        from runs import schedules
+
+        verb = opts["schedule_action"]
+        if verb == "add":
+            s = schedules.save_schedule(
+                opts["name"],
+                opts["workflow"],
+                opts["cron"],
+                opts["tz"],
+                dict(parse_param(p) for p in opts["param"]),
+                enabled=not opts["disabled"],
+                note=opts["note"],
+            )
+            when = schedules.local_time(s.next_run_at, s.timezone)
+            self.stdout.write(
+                f"Created schedule {s.name} ({s.workflow}, {s.cron}, {s.timezone}); "
+                + (f"next run {when}" if s.enabled else "disabled")
+            )
+        elif verb == "enable":
+            s = schedules.set_enabled(opts["name"], True)
+            when = schedules.local_time(s.next_run_at, s.timezone)
+            self.stdout.write(f"Schedule {s.name} enabled; next run {when}")
+        elif verb == "disable":
+            s = schedules.set_enabled(opts["name"], False)
+            self.stdout.write(f"Schedule {s.name} disabled")
+        else:
+            name, kept = schedules.delete_schedule(opts["name"])
+            self.stdout.write(f"Deleted schedule {name} (the {kept} run(s) it started are kept)")
 
     # -- output -------------------------------------------------------------------
     def print_run(self, run: Run) -> None:
