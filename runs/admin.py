@@ -849,4 +849,4 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return False
 
 
-from . import admin_schedules  # noqa: E402,F401
+from . import admin_limits, admin_schedules  # noqa: E402,F401

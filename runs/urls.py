@@ -11,6 +11,7 @@ urlpatterns = [
     path("runs/compare/", views.compare, name="compare"),
     path("runs/<int:run_id>/", views.run_detail, name="run_detail"),
     path("runs/<int:run_id>/live/", views.run_live, name="run_live"),
+    path("runs/<int:run_id>/children/", views.run_children, name="run_children"),
     path("runs/<int:run_id>/actions/<slug:action>/", views.run_action, name="run_action"),
     path("workflows/", views.workflows, name="workflows"),
     path("workflows/<slug:name>/", views.workflow_detail, name="workflow_detail"),
