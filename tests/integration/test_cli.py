@@ -126,7 +126,8 @@ def test_cleanup_deletes_only_old_finished_runs(redis_conn):
 def test_recover_reports_what_it_did(redis_conn):
     assert cli("recover") == (
         "0 lost attempt(s) reaped, 0 step(s) re-enqueued, 0 run(s) advanced, "
-        "0 cancelled step(s) stopped\n"
+        "0 cancelled step(s) stopped, 0 run(s) timed out, 0 waiting step(s) settled, "
+        "0 waiting step(s) given a queue slot\n"
     )
 
 
@@ -135,7 +136,7 @@ def test_run_resume_finds_the_latest_unfinished_run_with_the_same_params(start_w
     out = cli("run", "t_deploy", "--param", "note=auto", "--resume")
     first = Run.objects.get()
     assert out == (
-        "No failed or cancelled run of t_deploy with these parameters; starting a new one.\n"
+        "No failed, cancelled or timed-out run of t_deploy with these parameters; starting a new one.\n"
         f"Started run #{first.pk} of t_deploy\n"
     )
     services.cancel_run(first.pk)
@@ -148,3 +149,44 @@ def test_run_resume_finds_the_latest_unfinished_run_with_the_same_params(start_w
     assert cli_error("run", "t_deploy", "--param", "note=other", "--continue-from", "nope") == (
         "Workflow 't_deploy' has no step named 'nope'"
     )
+
+
+def test_queue_limits_from_the_command_line(redis_conn):
+    from runs import engine
+    from runs.models import QueueLimit
+
+    assert cli("queues") == "No queue limits, and no steps active or waiting.\n"
+    assert cli("queue-limit", "gpu", "0", "--note", "hold") == (
+        "Queue gpu: at most 0 step(s) of all runs at once\n"
+    )
+    engine.forget_queue_limits()
+    runs = [services.start_run("t_gpu", {}) for _ in range(3)]
+    assert cli("queues") == "gpu                  limit 0     active 0     waiting 3\n"
+    status = cli("status", str(runs[0].pk))
+    assert (
+        "  ◌ on_gpu               pending    0 attempt(s)  waiting for a free slot on queue gpu\n"
+        in (status)
+    )
+    assert cli("queue-limit", "gpu", "2") == (
+        "Queue gpu: at most 2 step(s) of all runs at once; 2 waiting step(s) started\n"
+    )
+    assert cli("queues") == "gpu                  limit 2     active 2     waiting 1\n"
+    assert cli("queue-limit", "gpu", "none") == (
+        "Removed the limit of queue gpu; 1 waiting step(s) started\n"
+    )
+    assert cli("queue-limit", "gpu", "none") == "Queue gpu had no limit\n"
+    assert QueueLimit.objects.count() == 0
+    for bad in ("-1", "two"):
+        assert cli_error("queue-limit", "gpu", bad) == (
+            f"The limit must be a whole number >= 0 or 'none', not {bad!r}"
+        )
+    assert QueueLimit.objects.count() == 0
+
+
+def test_status_shows_child_runs_and_the_deadline(redis_conn):
+    parent = services.start_run("t_deadline", {"sleep": 1})
+    child = services.start_run("t_child", {"n": 1}, parent=parent)
+    out = cli("status", str(parent.pk))
+    assert "  deadline: " in out
+    assert f"  child run #{child.pk} t_child  ● running  0%\n" in out
+    assert f"  child of run #{parent.pk}\n" in cli("status", str(child.pk))

@@ -32,7 +32,7 @@ def parse_param(text: str) -> tuple[str, str]:
 class Command(BaseCommand):
     help = (
         "Operate stepflow workflows and runs: workflows, run, resume, cancel, status, history, "
-        "cleanup, worker, recover, schedules, schedule."
+        "cleanup, worker, recover, schedules, schedule, queues, queue-limit, token."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -108,12 +108,18 @@ class Command(BaseCommand):
         for verb in ("enable", "disable", "delete"):
             ssub.add_parser(verb, help=f"{verb.title()} a schedule").add_argument("name")
 
+        sub.add_parser("queues", help="Queue limits, and the steps active and waiting per queue")
+        p = sub.add_parser("queue-limit", help="Limit a queue across all runs, or remove its limit")
+        p.add_argument("queue")
+        p.add_argument("limit", help="steps at once (0 holds the queue), or 'none'")
+        p.add_argument("--note", default="")
+
         p = sub.add_parser("token", help="Create a JSON API token for a user")
         p.add_argument("username")
         p.add_argument("--name", default="", help="What the token is for")
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        action = opts["action"]
+        action = opts["action"].replace("-", "_")
         try:
             getattr(self, f"do_{action}")(opts)
         except StepflowError as exc:
@@ -146,8 +152,8 @@ class Command(BaseCommand):
                     self.follow(latest.pk)
                 return
             self.stdout.write(
-                f"No failed or cancelled run of {opts['workflow']} with these parameters; "
-                "starting a new one."
+                f"No failed, cancelled or timed-out run of {opts['workflow']} "
+                "with these parameters; starting a new one."
             )
         run = services.start_run(
             opts["workflow"], params, idempotency_key=opts["idempotency_key"], origin="cli"
@@ -207,6 +213,68 @@ class Command(BaseCommand):
                 f"#{r.pk:<6} {r.workflow:<20} {STATUS_ICONS.get(r.status, '')} {r.status:<10} "
                 f"{r.progress * 100:5.1f}%  {when}  {r.error_summary}"
             )
+
+    def do_queues(self, opts: dict[str, Any]) -> None:
+        from django.db.models import Count, Q
+
+        from runs.models import QueueLimit, StepRun
+
+        limits = dict(QueueLimit.objects.values_list("queue", "limit"))
+        counts = {
+            row["queue"]: row
+            for row in StepRun.objects.filter(
+                Q(status__in=["queued", "running", "retrying"]) | Q(waiting_since__isnull=False)
+            )
+            .values("queue")
+            .annotate(
+                active=Count("pk", filter=Q(status__in=["queued", "running", "retrying"])),
+                waiting=Count("pk", filter=Q(waiting_since__isnull=False)),
+            )
+        }
+        names = sorted(set(limits) | set(counts))
+        if not names:
+            self.stdout.write("No queue limits, and no steps active or waiting.")
+        for name in names:
+            c = counts.get(name, {})
+            limit = limits.get(name)
+            self.stdout.write(
+                f"{name:<20} limit {'none' if limit is None else limit:<5} "
+                f"active {c.get('active', 0):<5} waiting {c.get('waiting', 0)}"
+            )
+
+    def do_queue_limit(self, opts: dict[str, Any]) -> None:
+        from runs import engine
+        from runs.models import QueueLimit
+
+        name = opts["queue"].strip()
+        if not name or len(name) > 100:
+            raise CommandError("A queue name is 1 to 100 characters")
+        raw = opts["limit"].strip().lower()
+        if raw == "none":
+            deleted, _ = QueueLimit.objects.filter(queue=name).delete()
+            message = (
+                f"Removed the limit of queue {name}" if deleted else f"Queue {name} had no limit"
+            )
+        else:
+            try:
+                limit = int(raw)
+            except ValueError:
+                raise CommandError(
+                    f"The limit must be a whole number >= 0 or 'none', not {opts['limit']!r}"
+                ) from None
+            if limit < 0:
+                raise CommandError(
+                    f"The limit must be a whole number >= 0 or 'none', not {opts['limit']!r}"
+                )
+            QueueLimit.objects.update_or_create(
+                queue=name, defaults={"limit": limit, "note": opts["note"]}
+            )
+            message = f"Queue {name}: at most {limit} step(s) of all runs at once"
+        engine.forget_queue_limits()
+        started = engine.dispatch_queue(name, actor="cli")
+        if started:
+            message += f"; {len(started)} waiting step(s) started"
+        self.stdout.write(message)
 
     def do_cleanup(self, opts: dict[str, Any]) -> None:
         days = opts["older_than"]
@@ -329,6 +397,11 @@ class Command(BaseCommand):
             self.stdout.write("  params: " + json.dumps(params, sort_keys=True))
         if run.error_summary:
             self.stdout.write(f"  error: {run.error_summary}")
+        if run.parent_id:
+            self.stdout.write(f"  child of run #{run.parent_id}")
+        if run.deadline and run.status not in RUN_FINISHED:
+            deadline = timezone.localtime(run.deadline).strftime("%Y-%m-%d %H:%M:%S")
+            self.stdout.write(f"  deadline: {deadline}")
         for s in run.steps.all():
             extra = ""
             if s.progress_total:
@@ -339,9 +412,16 @@ class Command(BaseCommand):
                 extra += f"  {s.error.strip().splitlines()[-1]}"
             if s.skip_reason and s.status == "skipped":
                 extra += f"  ({s.skip_reason})"
+            if s.progress_message and s.status in ("pending", "waiting"):
+                extra += f"  {s.progress_message}"
             self.stdout.write(
                 f"  {STATUS_ICONS.get(s.status, '')} {s.name:<20} {s.status:<10} "
                 f"{s.attempts} attempt(s){extra}"
+            )
+        for child in run.children.order_by("pk"):
+            self.stdout.write(
+                f"  child run #{child.pk} {child.workflow}  "
+                f"{STATUS_ICONS.get(child.status, '')} {child.status}  {child.progress * 100:.0f}%"
             )
 
     def follow(self, run_id: int) -> None:
