@@ -315,7 +315,8 @@ class RunAdmin(RefusalMixin, admin.ModelAdmin):
     summary_rows = [
         ("workflow", "status_badge", "progress_bar", "attempt"),
         ("error_summary",),
-        ("created_by", "origin", "parent", "idempotency_key"),
+        ("created_by", "origin", "parent", "parent_step", "idempotency_key"),
+        ("schedule", "scheduled_for", "deadline", "stop_reason"),
         ("created_at", "started_at", "finished_at", "duration_text"),
     ]
     readonly_fields = [

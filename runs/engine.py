@@ -234,9 +234,10 @@ def advance_run(
 
     ``changed`` names the step that just finished: when it completed, only
     its dependants are examined (cost independent of the run's size).
-    ``chain_queue``: when exactly one step became ready, on that queue, it is
-    queued but not enqueued and returned for the caller to run at once.
-    ``frontier_rows``: the steps ``frontier_names`` names, already read.
+    ``chain_queue``: when exactly one step became ready, on that queue (and the
+    queue has no limit), it is returned, still pending, for the caller to start
+    at once (start_chained). ``frontier_rows``: the steps ``frontier_names``
+    names and the failed ones, already read.
     """
     wf = wf or workflow_of(run)
     if run.status == RunStatus.RUNNING and past_deadline(run):
@@ -425,11 +426,9 @@ def queue_step(
     *,
     actor: str,
     delay: float = 0.0,
-    enqueue: bool = True,
     from_dispatch: bool = False,
 ) -> None:
-    """pending -> queued, and put the next attempt on the step's queue after commit
-    (``enqueue=False``: the calling worker runs it itself).
+    """pending -> queued, and put the next attempt on the step's queue after commit.
 
     A step whose queue has a limit (QueueLimit) is not queued here: it is marked
     waiting for a slot, and dispatch_queue queues the oldest waiting steps as
@@ -444,10 +443,9 @@ def queue_step(
     if step.waiting_since is not None:
         extra = {"waiting_since": None, "progress_message": ""}
     set_step(step, S.QUEUED, job_id=jid, enqueued_at=timezone.now(), queue=spec.queue, **extra)
-    if enqueue:
-        transaction.on_commit(
-            lambda: queue.enqueue_step(step.pk, attempt, spec.queue, spec.timeout, delay)
-        )
+    transaction.on_commit(
+        lambda: queue.enqueue_step(step.pk, attempt, spec.queue, spec.timeout, delay)
+    )
 
 
 # -- queue limits ------------------------------------------------------------------------
@@ -779,8 +777,6 @@ def _start(
     attempt: int,
     worker: str,
     job_id: str,
-    *,
-    queue_name: str | None = None,
 ) -> Started:
     """queued (or retrying, or -- for a chained step -- pending) -> running, and
     the attempt's row. On PostgreSQL both are one statement."""
@@ -799,7 +795,7 @@ def _start(
         "progress_message": "",
     }
     if step.status == S.PENDING:  # what queue_step writes when a job is enqueued
-        fields.update(enqueued_at=now, queue=queue_name or step.queue, waiting_since=None)
+        fields.update(enqueued_at=now, queue=step.queue, waiting_since=None)
     if connection.vendor != "postgresql":
         set_step(step, S.RUNNING, via=via, **fields)
         row = StepAttempt.objects.create(
@@ -911,7 +907,7 @@ def _end_attempt(
         sql += (
             f"SELECT c.n, t.* FROM (SELECT count(*) AS n FROM s) c LEFT JOIN ("
             f"SELECT {columns} FROM {_table(StepRun)} WHERE run_id = %s AND "
-            "(name = ANY(%s) OR status IN ('failed', 'timed_out'))) t ON true"
+            f"(name = ANY(%s) OR status IN ({_FAILED_SQL}))) t ON true"
         )
         params += [step.run_id, sorted(read)]
     with connection.cursor() as cur:
@@ -939,6 +935,9 @@ def _end_attempt(
         found[state.name] = state
     return found
 
+
+#: STEP_FAILED as SQL literals (literals, so the partial index steprun_run_failed applies).
+_FAILED_SQL = ", ".join(f"'{s.value}'" for s in sorted(states.STEP_FAILED))
 
 #: The columns of StepState.FIELDS.
 _STATE_COLUMNS = [

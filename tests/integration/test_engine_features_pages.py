@@ -144,3 +144,16 @@ def test_the_api_shows_parent_children_and_deadline(redis_conn):
     run = services.start_run("t_deadline", {"sleep": 1})
     data = json_.loads(client.get(f"/api/runs/{run.pk}/", headers=headers).content)
     assert data["deadline"] == run.deadline.isoformat()
+
+
+def test_the_admin_shows_a_runs_parent_step_deadline_and_stop_reason(staff_client, redis_conn):
+    parent, (a, _, _) = _family()
+    html = staff_client.get(f"/admin/runs/run/{a.pk}/change/").content.decode()
+    assert "Parent step:" in html
+    assert f"fan of run #{parent.pk}" in html
+    run = services.start_run("t_deadline", {"sleep": 1})
+    services.cancel_run(run.pk)
+    html = staff_client.get(f"/admin/runs/run/{run.pk}/change/").content.decode()
+    assert "Deadline:" in html
+    assert "Stop reason:" in html
+    assert '<div class="readonly">cancel</div>' in html
