@@ -136,7 +136,8 @@ def test_run_resume_finds_the_latest_unfinished_run_with_the_same_params(start_w
     out = cli("run", "t_deploy", "--param", "note=auto", "--resume")
     first = Run.objects.get()
     assert out == (
-        "No failed, cancelled or timed-out run of t_deploy with these parameters; starting a new one.\n"
+        "No failed, cancelled or timed-out run of t_deploy with these parameters; "
+        "starting a new one.\n"
         f"Started run #{first.pk} of t_deploy\n"
     )
     services.cancel_run(first.pk)

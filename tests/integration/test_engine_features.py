@@ -8,7 +8,7 @@ import pytest
 
 from runs import engine, services
 from runs.errors import ActionRefused
-from runs.models import QueueLimit, Run, RunEvent, StepAttempt
+from runs.models import QueueLimit, Run, RunEvent, StepAttempt, StepRun
 from tests.conftest import wait_for, wait_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -245,3 +245,36 @@ def test_a_resume_with_other_child_params_starts_new_child_runs(start_worker, re
     ]
     fan = run.steps.get(name="fan")
     assert [c["run"] for c in fan.output["children"]] == [c.pk for c in children[2:]]
+
+
+def test_the_recovery_pass_settles_a_waiting_step_whose_notice_was_lost(redis_conn):
+    """The worker died between a child's last commit and settling the parent."""
+    from runs.recovery import recover
+
+    parent = services.start_run("t_parent", {"count": 1})
+    fan = parent.steps.get(name="fan")
+    child = services.start_run("t_child", {"n": 4}, parent=parent, parent_step=fan)
+    StepRun.objects.filter(pk=fan.pk).update(
+        status="waiting", attempts=1, waiting_for=[child.pk], output={"asked": 1}
+    )
+    StepAttempt.objects.create(step=fan, number=1, status="waiting", started_at=parent.created_at)
+    assert recover().settled == []  # the child is still running
+    Run.objects.filter(pk=child.pk).update(status="completed")
+    child.steps.update(status="completed", output={"n": 40})
+    assert recover().settled == [fan.pk]
+    fan.refresh_from_db()
+    assert fan.status == "completed"
+    assert fan.output == {
+        "asked": 1,
+        "children": [
+            {
+                "run": child.pk,
+                "workflow": "t_child",
+                "status": "completed",
+                "outputs": {"child_work": {"n": 40}},
+            }
+        ],
+    }
+    assert fan.attempt_set.get().status == "completed"
+    assert parent.steps.get(name="gather").status == "queued"
+    assert recover().settled == []
