@@ -101,6 +101,7 @@ def _detail_context(request: HttpRequest, run: Run, **extra: Any) -> dict[str, A
         "can_operate": operate,
         "actions": actions.available(run, bool(detail.failed_steps)) if operate else [],
         "nav": "runs",
+        **(_children_context(run) if children_ui.has_children(run) else {}),
         **extra,
     }
 
@@ -108,6 +109,7 @@ def _detail_context(request: HttpRequest, run: Run, **extra: Any) -> dict[str, A
 def _children_context(run: Run) -> dict[str, Any]:
     tree = children_ui.child_tree(run)
     return {
+        "has_children": True,
         "children": tree.children,
         "shown": tree.shown,
         "truncated": tree.truncated,
@@ -131,19 +133,26 @@ def run_detail(request: HtmxHttpRequest, run_id: int) -> HttpResponse:
     if request.htmx and request.htmx.target == "run-live":
         return _live_region(request, run)
     ctx = _detail_context(request, run, previous_id=detail_ui.previous_run_id(run))
-    if children_ui.has_children(run):
-        ctx.update(has_children=True, **_children_context(run))
     return render(request, "runs/detail.html", ctx)
 
 
 @login_required
 @require_GET
 def run_children(request: HtmxHttpRequest, run_id: int) -> HttpResponse:
-    """The tree of child runs (the run page refreshes it while any of them is active)."""
+    """The tree of child runs (the run page refreshes it while any of them is active).
+
+    ``?slot=1``: asked by an active run's page that had no child runs yet: nothing
+    (204) until there are some, then the whole card in place of the slot."""
     run = _run_or_404(run_id)
+    finished = run.status in states.RUN_FINISHED
+    if request.GET.get("slot"):
+        if not children_ui.has_children(run):
+            return HttpResponseStopPolling("") if finished else HttpResponse(status=204)
+        ctx = {"run": run, **_children_context(run)}
+        return HttpResponse(render_to_string("runs/_children_card.html", ctx, request=request))
     ctx = _children_context(run)
     html = render_to_string("runs/_children.html", ctx, request=request)
-    if not ctx["tree_active"] and run.status in states.RUN_FINISHED:
+    if not ctx["tree_active"] and finished:
         return HttpResponseStopPolling(html)
     return HttpResponse(html)
 

@@ -157,3 +157,20 @@ def test_the_admin_shows_a_runs_parent_step_deadline_and_stop_reason(staff_clien
     assert "Deadline:" in html
     assert "Stop reason:" in html
     assert '<div class="readonly">cancel</div>' in html
+
+
+def test_an_active_run_without_children_polls_a_slot_for_them(client_: Client, redis_conn):
+    run = services.start_run("t_parent", {"count": 1})
+    html = client_.get(f"/runs/{run.pk}/").content.decode()
+    assert f'hx-get="/runs/{run.pk}/children/?slot=1"' in html
+    assert 'id="children-h"' not in html
+    assert client_.get(f"/runs/{run.pk}/children/?slot=1").status_code == 204
+    services.start_run("t_child", {"n": 1}, parent=run)
+    response = client_.get(f"/runs/{run.pk}/children/?slot=1")
+    assert response.status_code == 200
+    assert '<h2 id="children-h">Child runs</h2>' in response.content.decode()
+    Run.objects.filter(pk=run.pk).update(status="completed")
+    other = services.start_run("t_deploy", {})
+    Run.objects.filter(pk=other.pk).update(status="completed")
+    assert client_.get(f"/runs/{other.pk}/children/?slot=1").status_code == 286
+    assert 'id="child-runs-slot"' not in client_.get(f"/runs/{other.pk}/").content.decode()
