@@ -940,20 +940,7 @@ def _end_attempt(
 _FAILED_SQL = ", ".join(f"'{s.value}'" for s in sorted(states.STEP_FAILED))
 
 #: The columns of StepState.FIELDS.
-_STATE_COLUMNS = [
-    "id",
-    "run_id",
-    "name",
-    "status",
-    "attempts",
-    "skip_reason",
-    "error",
-    "progress_current",
-    "progress_total",
-    "round_start",
-    "waiting_since",
-    "rolled_back_at",
-]
+_STATE_COLUMNS = ["id" if name == "pk" else name for name in StepState.FIELDS]
 
 
 def start_chained(run: Run, state: StepState, worker: str) -> Started:
