@@ -491,3 +491,40 @@ def bad_fan(ctx: StepContext) -> None:
 
 
 register(Workflow("t_bad_parent", [bad_fan]), replace=True)
+
+
+@step(retry=Retry(max_attempts=3, backoff_base=0))
+def sturdy_work(ctx: StepContext) -> dict[str, int]:
+    ledger(ctx, f"work-{ctx.params['n']}")
+    end = time.monotonic() + float(ctx.params.get("sleep", 0.0))
+    while time.monotonic() < end:
+        ctx.raise_if_cancelled()
+        time.sleep(0.05)
+    return {"n": int(ctx.params["n"])}
+
+
+register(
+    Workflow(
+        "t_sturdy_child",
+        [sturdy_work],
+        params=[Param("n", "int"), Param("sleep", "float", default=0.0)],
+    ),
+    replace=True,
+)
+
+
+@step()
+def sturdy_fan(ctx: StepContext) -> None:
+    ledger(ctx)
+    for n in range(int(ctx.params["count"])):
+        ctx.start_child("t_sturdy_child", {"n": n, "sleep": ctx.params["sleep"]})
+
+
+register(
+    Workflow(
+        "t_sturdy_parent",
+        [sturdy_fan],
+        params=[Param("count", "int", default=3), Param("sleep", "float", default=2.0)],
+    ),
+    replace=True,
+)
