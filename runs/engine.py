@@ -646,15 +646,14 @@ def deadline_for(wf: Workflow) -> Any:
 
 
 def timeout_message(run: Run, wf: Workflow | None) -> str:
-    secs = wf.timeout if wf is not None and wf.timeout is not None else None
-    if secs is None and run.deadline is not None and run.started_at is not None:
-        secs = (run.deadline - run.started_at).total_seconds()
-    return f"Timed out: the workflow's timeout of {_seconds(secs)} passed" if secs else "Timed out"
+    if wf is not None and wf.timeout is not None:
+        return f"Timed out: the workflow's timeout of {_seconds(wf.timeout)} passed"
+    if run.deadline is not None:
+        return f"Timed out: its deadline {run.deadline:%Y-%m-%d %H:%M:%S} UTC passed"
+    return "Timed out"
 
 
-def _seconds(secs: float | None) -> str:
-    if secs is None:
-        return ""
+def _seconds(secs: float) -> str:
     if secs >= 3600 and secs % 60 == 0:
         h, m = divmod(int(secs) // 60, 60)
         return f"{h}h {m}m" if m else f"{h}h"

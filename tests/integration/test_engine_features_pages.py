@@ -61,7 +61,7 @@ def test_the_run_page_shows_the_child_run_tree(client_: Client, redis_conn):
     assert f'<li data-run="{c.pk}">' in nested
     assert "child_work failed: RuntimeError: &lt;b&gt;boom&lt;/b&gt;" in html
     assert "<b>boom</b>" not in html
-    assert '<span class="badge-icon" aria-hidden="true">⧗</span> waiting</span>' in html
+    assert '<span class="badge-icon" aria-hidden="true">◔</span> waiting</span>' in html
 
 
 def test_the_child_tree_partial_stops_polling_once_everything_ended(client_: Client, redis_conn):
@@ -95,7 +95,7 @@ def test_a_timed_out_run_shows_why_and_offers_resume(staff_client: Client, redis
 
     assert enforce_deadlines() == [run.pk]
     html = staff_client.get(f"/runs/{run.pk}/").content.decode()
-    assert '<span class="badge-icon" aria-hidden="true">⏱</span> timed out</span>' in html
+    assert '<span class="badge-icon" aria-hidden="true">◷</span> timed out</span>' in html
     assert (
         '<p class="run-error mono">Timed out: the workflow&#x27;s timeout of 2s passed</p>' in html
     )

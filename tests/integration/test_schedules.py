@@ -654,11 +654,11 @@ class TestHistory:
         row = body.split(f'<tr id="run-{by_schedule.pk}"')[1].split("</tr>")[0]
         assert (
             f'<a class="pill" href="/schedules/{s.pk}/" title="Started by schedule nightly '
-            'for its tick at 2026-11-22 02:30 UTC"><span aria-hidden="true">⏲</span> nightly</a>'
+            'for its tick at 2026-11-22 02:30 UTC"><span aria-hidden="true">⟳</span> nightly</a>'
         ) in row
         assert "schedule nightly" in row  # who started it
         other = body.split(f'<tr id="run-{by_hand.pk}"')[1].split("</tr>")[0]
-        assert "⏲" not in other
+        assert "⟳" not in other
         filtered = op_client.get(f"/?schedule={s.pk}")
         assert [r.pk for r in filtered.context["page"].rows] == [by_schedule.pk]
         hidden = f'<input type="hidden" name="schedule" value="{s.pk}">'
@@ -668,7 +668,7 @@ class TestHistory:
         ]
         # The polled row keeps its marker.
         polled = op_client.get(f"/?row={by_schedule.pk}", headers={"HX-Request": "true"})
-        assert "⏲</span> nightly" in polled.content.decode()
+        assert "⟳</span> nightly" in polled.content.decode()
 
 
 # == admin ===================================================================================
