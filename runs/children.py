@@ -44,15 +44,20 @@ def start_children(
     for index, request in enumerate(requests):
         wf = registry.get(request.workflow)
         phash = services.params_hash(wf.validate_params(request.params))
-        child = services.start_run(
-            wf,
-            request.params,
-            idempotency_key=child_key(step.pk, index, wf.name, phash),
-            origin=origin,
-            parent=run,
-            parent_step=step,
-        )
-        if not getattr(child, "created", True) and child.status in states.RUN_UNFINISHED:
+        key = child_key(step.pk, index, wf.name, phash)
+        # The parent's run lock is held: nobody else starts this step's children now.
+        child = Run.objects.filter(idempotency_key=key).first()
+        if child is None:
+            child = services.start_run(
+                wf,
+                request.params,
+                idempotency_key=key,
+                origin=origin,
+                parent=run,
+                parent_step=step,
+            )
+        elif child.status in states.RUN_UNFINISHED:
+            # Its parameters may have been corrected (admin) since: they are kept.
             services.resume_run(child.pk, "resume", origin=origin)
         ids.append(child.pk)
     return ids

@@ -528,3 +528,14 @@ register(
     ),
     replace=True,
 )
+
+
+register(
+    Workflow(
+        "t_parent_deadline",
+        [sturdy_fan],
+        params=[Param("count", "int", default=2), Param("sleep", "float", default=30.0)],
+        timeout=3,
+    ),
+    replace=True,
+)

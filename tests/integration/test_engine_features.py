@@ -278,3 +278,28 @@ def test_the_recovery_pass_settles_a_waiting_step_whose_notice_was_lost(redis_co
     assert fan.attempt_set.get().status == "completed"
     assert parent.steps.get(name="gather").status == "queued"
     assert recover().settled == []
+
+
+def test_a_parent_past_its_deadline_cancels_its_children_and_resumes_them(start_worker, redis_conn):
+    start_worker(name="one")
+    start_worker(name="two")
+    run = services.start_run("t_parent_deadline", {"count": 2, "sleep": 30})
+    run = wait_run(run.pk, ENDED, timeout=40)
+    assert run.status == "timed_out"
+    assert statuses(run) == {"sturdy_fan": "cancelled"}
+    children = [wait_run(c.pk, ENDED, timeout=30) for c in Run.objects.filter(parent=run)]
+    assert [c.status for c in children] == ["cancelled", "cancelled"]
+    # The children's parameters corrected (as in the admin), the parent resumed: the
+    # same child runs are resumed with their corrected parameters, not new ones.
+    from django.contrib.auth.models import User
+
+    from runs.corrections import update_params
+
+    staff = User.objects.create_superuser("sam", password="pw-sam-123")
+    for child in children:
+        update_params(child.pk, {**child.params, "sleep": 0.1}, staff)
+    services.resume_run(run.pk)
+    run = wait_run(run.pk, ENDED, timeout=40)
+    assert run.status == "completed"
+    assert [c.status for c in Run.objects.filter(parent=run).order_by("pk")] == ["completed"] * 2
+    assert Run.objects.filter(parent=run).count() == 2
