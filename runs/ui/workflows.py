@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from stepflow import states
 from stepflow.workflow import Workflow
 
 from ..models import Run, RunStatus
@@ -34,6 +35,8 @@ class WorkflowInfo:
     description: str
     definition_hash: str
     steps: list[StepInfo]
+    timeout: float | None = None
+    max_parallel: int | None = None
 
     @property
     def step_count(self) -> int:
@@ -53,7 +56,15 @@ def info(wf: Workflow) -> WorkflowInfo:
         )
         for s in (wf.steps[n] for n in wf.order())
     ]
-    return WorkflowInfo(wf.name, wf.version, wf.description, wf.definition_hash, steps)
+    return WorkflowInfo(
+        wf.name,
+        wf.version,
+        wf.description,
+        wf.definition_hash,
+        steps,
+        timeout=wf.timeout,
+        max_parallel=wf.max_parallel,
+    )
 
 
 @dataclass(frozen=True)
@@ -73,7 +84,7 @@ def stats(wf: Workflow, recent: int = RECENT) -> WorkflowStats:
         .order_by("-pk")
         .values_list("pk", "status", "started_at", "finished_at")[:recent]
     )
-    finished = [r for r in rows if r[1] in (RunStatus.COMPLETED, RunStatus.FAILED, "cancelled")]
+    finished = [r for r in rows if r[1] in states.RUN_FINISHED]
     ok = [r for r in rows if r[1] == RunStatus.COMPLETED]
     durations = [(r[3] - r[2]).total_seconds() for r in ok if r[2] and r[3]]
     return WorkflowStats(

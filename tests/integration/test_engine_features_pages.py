@@ -174,3 +174,14 @@ def test_an_active_run_without_children_polls_a_slot_for_them(client_: Client, r
     Run.objects.filter(pk=other.pk).update(status="completed")
     assert client_.get(f"/runs/{other.pk}/children/?slot=1").status_code == 286
     assert 'id="child-runs-slot"' not in client_.get(f"/runs/{other.pk}/").content.decode()
+
+
+def test_the_workflow_page_shows_the_run_timeout(client_: Client):
+    html = client_.get("/workflows/t_deadline/").content.decode()
+    assert (
+        '<p class="muted" id="wf-limits">Runs time out after <strong>2.0 s</strong> '
+        "(each start or resume)</p>"
+    ) in html
+    html = client_.get("/workflows/t_limited/").content.decode()
+    assert "at most <strong>1</strong> step of a run at once" in html
+    assert 'id="wf-limits"' not in client_.get("/workflows/t_deploy/").content.decode()
