@@ -229,6 +229,9 @@ def report(title: str, rows: list[tuple[float, float, str]]) -> None:
             f"{restarted:6.2f} s ({what})"
         )
     times = [r for _, r, _ in rows]
+    if not times:
+        print("  (none)")
+        return
     print(
         f"  kill -> step running again: median {statistics.median(times):.2f} s, "
         f"max {max(times):.2f} s, min {min(times):.2f} s (n={len(times)})"
