@@ -754,7 +754,7 @@ class Started:
 def begin_attempt(step_run_id: int, attempt: int, worker: str, job_id: str) -> Started | None:
     """queued (or retrying) -> running for exactly this attempt; None when the
     delivery is a duplicate or late (the step is no longer waiting for it)."""
-    with transaction.atomic():
+    with transaction.atomic(), events.batch():
         step = (
             StepRun.objects.select_related("run")
             .select_for_update(of=("self",), no_key=True)
@@ -810,10 +810,23 @@ def _start(
         new = states.transition(step.status, via, what) if via is not None else step.status
         new = states.transition(new, S.RUNNING, what)
         set_sql, params = _set_clause(StepRun, {"status": new, **fields})
+        # The events recorded so far in this transaction go in the same statement
+        # (a stale update raises, and the transaction rolls them back with it).
+        events.record(
+            run,
+            "step_started",
+            f"attempt {attempt}",
+            step=step.name,
+            actor=worker,
+            attempt=attempt,
+        )
+        buffered = events.take_buffered()
+        events_sql, events_params = events.insert_sql(buffered) if buffered else ("", [])
         sql = (
             f"WITH s AS (UPDATE {_table(StepRun)} SET {set_sql} "
             "WHERE id = %s AND status = %s RETURNING id) "
-            f"INSERT INTO {_table(StepAttempt)} (step_id, number, run_attempt, status, worker, "
+            + (f", e AS ({events_sql}) " if buffered else "")
+            + f"INSERT INTO {_table(StepAttempt)} (step_id, number, run_attempt, status, worker, "
             "job_id, started_at, finished_at, error, traceback) "
             "SELECT id, %s, %s, %s, %s, %s, %s, NULL, '', '' FROM s RETURNING id"
         )
@@ -824,6 +837,7 @@ def _start(
                     *params,
                     step.pk,
                     step.status,
+                    *events_params,
                     attempt,
                     run.attempt,
                     AttemptStatus.RUNNING.value,
@@ -848,6 +862,7 @@ def _start(
             job_id=job_id,
             started_at=now,
         )
+        return Started(run, step, row)
     events.record(
         run, "step_started", f"attempt {attempt}", step=step.name, actor=worker, attempt=attempt
     )

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import connection
 
 from .models import Run, RunEvent
 
@@ -37,6 +38,31 @@ def batch() -> Iterator[None]:
             RunEvent.objects.bulk_create(_buffer.events)
     finally:
         _buffer.events = None
+
+
+def take_buffered() -> list[RunEvent]:
+    """The events recorded in the current batch so far, taken out of it: the caller
+    writes them (inside the same transaction)."""
+    pending = getattr(_buffer, "events", None)
+    if not pending:
+        return []
+    taken = list(pending)
+    pending.clear()
+    return taken
+
+
+def insert_sql(rows: list[RunEvent]) -> tuple[str, list[Any]]:
+    """``INSERT INTO <events> (...) VALUES (...), ...`` and its parameters, values
+    prepared as the ORM would save them (to be sent with another statement)."""
+    fields = [f for f in RunEvent._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    params: list[Any] = []
+    for event in rows:
+        for f in fields:
+            params.append(f.get_db_prep_save(f.pre_save(event, True), connection))
+    table = connection.ops.quote_name(RunEvent._meta.db_table)
+    return f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_sql] * len(rows))}", params
 
 
 def record(
