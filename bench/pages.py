@@ -48,7 +48,7 @@ def seed_postgres(n: int) -> None:
             """
             INSERT INTO runs_run (workflow, definition_hash, params, params_hash, status, progress,
                 origin, created_at, started_at, finished_at, updated_at, attempt, error_summary,
-                failed_step, note)
+                failed_step, note, stop_reason)
             SELECT (ARRAY['deploy','dataset','upload','branches','payment'])[1 + g %% 5], 'bench',
                 jsonb_build_object('env', CASE WHEN g %% 2 = 0 THEN 'staging' ELSE 'production' END,
                                    'version', '1.' || (g %% 97) || '.' || (g %% 13)),
@@ -59,7 +59,7 @@ def seed_postgres(n: int) -> None:
                 now() - make_interval(secs => (%s - g) * 60),
                 now() - make_interval(secs => (%s - g) * 60 - 75), now(), 1,
                 CASE WHEN g %% 10 IN (7, 8) THEN 's3 failed: RuntimeError: boom ' || g ELSE '' END,
-                CASE WHEN g %% 10 IN (7, 8) THEN 's3' ELSE '' END, ''
+                CASE WHEN g %% 10 IN (7, 8) THEN 's3' ELSE '' END, '', ''
             FROM generate_series(1, %s) AS g
             """,
             [n, n, n, n],
