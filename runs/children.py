@@ -34,9 +34,7 @@ def child_key(step_run_id: int, index: int, workflow: str, params_hash: str) -> 
     return f"child:{step_run_id}:{index}:{workflow}:{params_hash[:16]}"
 
 
-def start_children(
-    run: Run, step: StepRun, requests: Iterable[ChildRequest], actor: str
-) -> list[int]:
+def start_children(run: Run, step: StepRun, requests: Iterable[ChildRequest]) -> list[int]:
     """Start (or reuse) the child runs a step's attempt asked for; their ids.
     A child that stopped unfinished (failed, cancelled, timed out) is resumed."""
     origin = f"run #{run.pk} step {step.name}"[:100]

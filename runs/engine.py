@@ -1057,7 +1057,7 @@ def record_outcome(
 
             try:
                 with transaction.atomic():
-                    waiting_for = start_children(run, step, outcome.children, worker)
+                    waiting_for = start_children(run, step, outcome.children)
             except StepflowError as exc:
                 error = f"could not start its child runs: {exc}"
                 outcome = AttemptOutcome(AttemptStatus.FAILED, error=error, exception=exc)
