@@ -191,3 +191,15 @@ def test_status_shows_child_runs_and_the_deadline(redis_conn):
     assert "  deadline: " in out
     assert f"  child run #{child.pk} t_child  ● running  0%\n" in out
     assert f"  child of run #{parent.pk}\n" in cli("status", str(child.pk))
+
+
+def test_run_wait_on_a_run_that_times_out(start_worker, redis_conn):
+    start_worker()
+    out = io.StringIO()
+    with pytest.raises(CommandError) as exc:
+        call_command("stepflow", "run", "t_deadline", "--param", "sleep=30", "--wait", stdout=out)
+    run = Run.objects.get()
+    assert str(exc.value) == f"Run #{run.pk} timed out"
+    text = out.getvalue()
+    assert "  error: Timed out: the workflow's timeout of 2s passed\n" in text
+    assert text.endswith(f"\nTo resume:\n  python manage.py stepflow resume {run.pk}\n")

@@ -460,3 +460,6 @@ class Command(BaseCommand):
             raise CommandError(f"Run #{run.pk} failed")
         if run.status == RunStatus.CANCELLED:
             self.stdout.write(f"\nTo resume:\n  python manage.py stepflow resume {run.pk}")
+        if run.status == RunStatus.TIMED_OUT:
+            self.stdout.write(f"\nTo resume:\n  python manage.py stepflow resume {run.pk}")
+            raise CommandError(f"Run #{run.pk} timed out")
