@@ -6,6 +6,8 @@ from django.contrib import admin
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 
+from stepflow import states
+
 from . import engine
 from .models import QueueLimit, StepRun
 
@@ -30,7 +32,7 @@ class QueueLimitAdmin(admin.ModelAdmin):
             super()
             .get_queryset(request)
             .annotate(
-                active=count(status__in=["queued", "running", "retrying"]),
+                active=count(status__in=list(states.STEP_HOLDS_SLOT)),
                 waiting=count(waiting_since__isnull=False),
             )
         )

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, models, transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from stepflow import planner, states
@@ -490,6 +490,21 @@ def slot_freed(queue_name: str) -> None:
         transaction.on_commit(lambda: dispatch_queue(queue_name))
 
 
+def queue_usage() -> dict[str, tuple[int, int]]:
+    """{queue: (steps holding a slot, steps waiting for one)} of every queue with either."""
+    holding = Q(status__in=list(states.STEP_HOLDS_SLOT))
+    rows = (
+        StepRun.objects.filter(holding | Q(waiting_since__isnull=False))
+        .values("queue")
+        .annotate(
+            active=Count("pk", filter=holding),
+            waiting=Count("pk", filter=Q(waiting_since__isnull=False)),
+        )
+        .values_list("queue", "active", "waiting")
+    )
+    return {name: (active, waiting) for name, active, waiting in rows}
+
+
 def dispatch_queue(queue_name: str, actor: str = "stepflow") -> list[int]:
     """Queue the oldest steps waiting for a slot of ``queue_name``, as many as
     its limit leaves free, one per transaction. The queue's limit row is locked
@@ -502,7 +517,7 @@ def dispatch_queue(queue_name: str, actor: str = "stepflow") -> list[int]:
             row = QueueLimit.objects.select_for_update().filter(queue=queue_name).first()
             if row is not None:
                 active = StepRun.objects.filter(
-                    queue=queue_name, status__in=[S.QUEUED, S.RUNNING, S.RETRYING]
+                    queue=queue_name, status__in=list(states.STEP_HOLDS_SLOT)
                 ).count()
                 if active >= row.limit:
                     return started
@@ -686,7 +701,7 @@ def stop_run(
         StepRun.objects.filter(run_id=run.pk, status__in=[S.QUEUED, S.RETRYING]).values_list(
             "queue", flat=True
         )
-    )
+    )  # the slot holders this stop cancels (running ones free theirs when they end)
     for st in steps.values():
         if st.status in (S.PENDING, S.QUEUED, S.RETRYING):
             extra = {"waiting_since": None, "progress_message": ""} if st.waiting_since else {}
@@ -795,77 +810,61 @@ def _start(
     }
     if step.status == S.PENDING:  # what queue_step writes when a job is enqueued
         fields.update(enqueued_at=now, queue=step.queue, waiting_since=None)
-    if connection.vendor != "postgresql":
-        set_step(step, S.RUNNING, via=via, **fields)
-        row = StepAttempt.objects.create(
-            step=step,
-            number=attempt,
-            run_attempt=run.attempt,
-            status=AttemptStatus.RUNNING,
-            worker=worker,
-            job_id=job_id,
-            started_at=now,
-        )
-    else:
-        new = states.transition(step.status, via, what) if via is not None else step.status
-        new = states.transition(new, S.RUNNING, what)
-        set_sql, params = _set_clause(StepRun, {"status": new, **fields})
-        # The events recorded so far in this transaction go in the same statement
-        # (a stale update raises, and the transaction rolls them back with it).
-        events.record(
-            run,
-            "step_started",
-            f"attempt {attempt}",
-            step=step.name,
-            actor=worker,
-            attempt=attempt,
-        )
-        buffered = events.take_buffered()
-        events_sql, events_params = events.insert_sql(buffered) if buffered else ("", [])
-        sql = (
-            f"WITH s AS (UPDATE {_table(StepRun)} SET {set_sql} "
-            "WHERE id = %s AND status = %s RETURNING id) "
-            + (f", e AS ({events_sql}) " if buffered else "")
-            + f"INSERT INTO {_table(StepAttempt)} (step_id, number, run_attempt, status, worker, "
-            "job_id, started_at, finished_at, error, traceback) "
-            "SELECT id, %s, %s, %s, %s, %s, %s, NULL, '', '' FROM s RETURNING id"
-        )
-        with connection.cursor() as cur:
-            cur.execute(
-                sql,
-                [
-                    *params,
-                    step.pk,
-                    step.status,
-                    *events_params,
-                    attempt,
-                    run.attempt,
-                    AttemptStatus.RUNNING.value,
-                    worker,
-                    job_id,
-                    now,
-                ],
-            )
-            found = cur.fetchone()
-        if found is None:
-            raise StaleUpdate(f"{what} is no longer {step.status}")
-        step.status = new
-        for key, value in fields.items():
-            setattr(step, key, value)
-        row = StepAttempt(
-            pk=found[0],
-            step=step,
-            number=attempt,
-            run_attempt=run.attempt,
-            status=AttemptStatus.RUNNING,
-            worker=worker,
-            job_id=job_id,
-            started_at=now,
-        )
-        return Started(run, step, row)
+    row = StepAttempt(
+        step=step,
+        number=attempt,
+        run_attempt=run.attempt,
+        status=AttemptStatus.RUNNING,
+        worker=worker,
+        job_id=job_id,
+        started_at=now,
+    )
+    # Both callers batch events: on PostgreSQL the ones recorded so far in this
+    # transaction go in the same statement (a stale update raises, and the
+    # transaction rolls them back with it).
     events.record(
         run, "step_started", f"attempt {attempt}", step=step.name, actor=worker, attempt=attempt
     )
+    if connection.vendor != "postgresql":
+        set_step(step, S.RUNNING, via=via, **fields)
+        row.save(force_insert=True)
+        return Started(run, step, row)
+    new = states.transition(step.status, via, what) if via is not None else step.status
+    new = states.transition(new, S.RUNNING, what)
+    set_sql, params = _set_clause(StepRun, {"status": new, **fields})
+    buffered = events.take_buffered()
+    events_sql, events_params = events.insert_sql(buffered) if buffered else ("", [])
+    sql = (
+        f"WITH s AS (UPDATE {_table(StepRun)} SET {set_sql} "
+        "WHERE id = %s AND status = %s RETURNING id) "
+        + (f", e AS ({events_sql}) " if buffered else "")
+        + f"INSERT INTO {_table(StepAttempt)} (step_id, number, run_attempt, status, worker, "
+        "job_id, started_at, finished_at, error, traceback) "
+        "SELECT id, %s, %s, %s, %s, %s, %s, NULL, '', '' FROM s RETURNING id"
+    )
+    with connection.cursor() as cur:
+        cur.execute(
+            sql,
+            [
+                *params,
+                step.pk,
+                step.status,
+                *events_params,
+                attempt,
+                run.attempt,
+                AttemptStatus.RUNNING.value,
+                worker,
+                job_id,
+                now,
+            ],
+        )
+        found = cur.fetchone()
+    if found is None:
+        raise StaleUpdate(f"{what} is no longer {step.status}")
+    step.status = new
+    for key, value in fields.items():
+        setattr(step, key, value)
+    row.pk = found[0]
     return Started(run, step, row)
 
 

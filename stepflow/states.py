@@ -81,6 +81,10 @@ STEP_FINISHED: frozenset[StepStatus] = frozenset(
 )
 #: Step statuses in which an attempt is on the queue, running, or waiting to be retried.
 STEP_ACTIVE: frozenset[StepStatus] = frozenset({S.QUEUED, S.RUNNING, S.WAITING, S.RETRYING})
+#: Step statuses that hold a slot of the step's queue (a queue limit counts these):
+#: on the queue, executing, or waiting to be retried. A step waiting for child runs
+#: holds none.
+STEP_HOLDS_SLOT: frozenset[StepStatus] = frozenset({S.QUEUED, S.RUNNING, S.RETRYING})
 #: Step statuses that count as a failure of the step.
 STEP_FAILED: frozenset[StepStatus] = frozenset({S.FAILED, S.TIMED_OUT})
 #: Step statuses whose dependants may run (the dependency's work is done).

@@ -100,6 +100,7 @@ def test_terminal_sets():
     assert {R.PENDING, R.RUNNING} == states.RUN_CANCELLABLE
     assert {S.COMPLETED, S.FAILED, S.TIMED_OUT, S.SKIPPED, S.CANCELLED} == states.STEP_FINISHED
     assert {S.QUEUED, S.RUNNING, S.WAITING, S.RETRYING} == states.STEP_ACTIVE
+    assert {S.QUEUED, S.RUNNING, S.RETRYING} == states.STEP_HOLDS_SLOT
     assert {S.FAILED, S.TIMED_OUT} == states.STEP_FAILED
     assert {S.COMPLETED, S.SKIPPED} == states.STEP_DONE
     # Every step status is either finished, active, or pending.

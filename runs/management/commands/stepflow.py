@@ -215,31 +215,20 @@ class Command(BaseCommand):
             )
 
     def do_queues(self, opts: dict[str, Any]) -> None:
-        from django.db.models import Count, Q
-
-        from runs.models import QueueLimit, StepRun
+        from runs import engine
+        from runs.models import QueueLimit
 
         limits = dict(QueueLimit.objects.values_list("queue", "limit"))
-        counts = {
-            row["queue"]: row
-            for row in StepRun.objects.filter(
-                Q(status__in=["queued", "running", "retrying"]) | Q(waiting_since__isnull=False)
-            )
-            .values("queue")
-            .annotate(
-                active=Count("pk", filter=Q(status__in=["queued", "running", "retrying"])),
-                waiting=Count("pk", filter=Q(waiting_since__isnull=False)),
-            )
-        }
-        names = sorted(set(limits) | set(counts))
+        usage = engine.queue_usage()
+        names = sorted(set(limits) | set(usage))
         if not names:
             self.stdout.write("No queue limits, and no steps active or waiting.")
         for name in names:
-            c = counts.get(name, {})
+            active, waiting = usage.get(name, (0, 0))
             limit = limits.get(name)
             self.stdout.write(
                 f"{name:<20} limit {'none' if limit is None else limit:<5} "
-                f"active {c.get('active', 0):<5} waiting {c.get('waiting', 0)}"
+                f"active {active:<5} waiting {waiting}"
             )
 
     def do_queue_limit(self, opts: dict[str, Any]) -> None:
