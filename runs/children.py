@@ -140,12 +140,18 @@ def _gone(pk: int) -> planner.ChildSummary:
 def settle_all(actor: str = "stepflow-reconciler") -> list[int]:
     """Settle every waiting step whose children have all ended (a notification
     was lost: the worker died between the child's commit and the parent's)."""
+    waiting = list(StepRun.objects.filter(status=S.WAITING).values_list("pk", "waiting_for"))
+    if not waiting:
+        return []
+    active = set(
+        Run.objects.filter(pk__in={pk for _, ids in waiting for pk in ids or []})
+        .exclude(status__in=list(states.RUN_FINISHED))
+        .values_list("pk", flat=True)
+    )
     settled = []
-    for step in StepRun.objects.filter(status=S.WAITING).values("pk", "waiting_for"):
-        ids = step["waiting_for"] or []
-        active = Run.objects.filter(pk__in=ids).exclude(status__in=list(states.RUN_FINISHED))
-        if active.exists():
+    for step_pk, ids in waiting:
+        if active.intersection(ids or []):
             continue
-        if settle_waiting(step["pk"], actor) is not None:
-            settled.append(step["pk"])
+        if settle_waiting(step_pk, actor) is not None:
+            settled.append(step_pk)
     return settled
