@@ -17,9 +17,10 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from stepflow.errors import StepflowError
 from stepflow.registry import registry
 
-from . import schedules
+from . import corrections, schedules
 from .admin import AdminMedia
 from .models import Schedule
 
@@ -62,12 +63,9 @@ class ScheduleAdminForm(forms.ModelForm):
     def clean_params_json(self) -> Any:
         text = (self.cleaned_data.get("params_json") or "").strip() or "{}"
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValidationError(
-                f"Invalid JSON in the parameters: {exc.msg} at line {exc.lineno}, "
-                f"column {exc.colno}"
-            ) from None
+            value = corrections.parse_json(text, "the parameters")
+        except StepflowError as exc:
+            raise ValidationError(exc.message) from None
         if not isinstance(value, Mapping):
             raise ValidationError("The parameters must be a JSON object")
         return value
