@@ -6,6 +6,7 @@ no Django, no Redis. Steps run one at a time, in topological order.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -149,8 +150,9 @@ class LocalRunner:
         self.executed: list[str] = []  # step names, one entry per attempt, in order
         self._completed_order: list[str] = []
         self._cancel = threading.Event()
-        #: Child runs by (step, index), kept so a retry or resume reuses them.
-        self.children: dict[tuple[str, int], LocalRunner] = {}
+        #: Child runs by (step, index, workflow, params), kept so that a retry or
+        #: resume asking for the same child reuses it (as the engine does).
+        self.children: dict[tuple[str, int, str, str], LocalRunner] = {}
 
     # -- public -------------------------------------------------------------------
     @property
@@ -358,10 +360,11 @@ class LocalRunner:
         """Run (or resume) the child runs a step asked for, one after the other."""
         summaries = []
         for index, request in enumerate(outcome.children):
-            key = (name, index)
+            signature = json.dumps(request.params, sort_keys=True, default=str)
+            key = (name, index, request.workflow, signature)
             child = self.children.get(key)
             try:
-                if child is None or child.workflow.name != request.workflow:
+                if child is None:
                     child = LocalRunner(
                         self._find_workflow(request.workflow),
                         request.params,
