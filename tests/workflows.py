@@ -397,14 +397,19 @@ register(
 # -- run timeout, queue limits, child runs ----------------------------------------------
 
 
+def sleep_until_cancelled(ctx: StepContext, seconds: float) -> None:
+    """Sleep ``seconds`` in short ticks, raising as soon as the run stops."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        ctx.raise_if_cancelled()
+        time.sleep(0.05)
+
+
 @step()
 def patient(ctx: StepContext) -> dict[str, str]:
     """Sleeps ``sleep`` seconds in small steps, stopping when asked to."""
     ledger(ctx)
-    end = time.monotonic() + float(ctx.params.get("sleep", 0.0))
-    while time.monotonic() < end:
-        ctx.raise_if_cancelled()
-        time.sleep(0.05)
+    sleep_until_cancelled(ctx, float(ctx.params.get("sleep", 0.0)))
     return {"slept": ctx.params.get("sleep", 0.0)}
 
 
@@ -441,10 +446,7 @@ register(
 @step()
 def child_work(ctx: StepContext) -> dict[str, int]:
     ledger(ctx, f"work-{ctx.params['n']}")
-    end = time.monotonic() + float(ctx.params.get("sleep", 0.0))
-    while time.monotonic() < end:
-        ctx.raise_if_cancelled()
-        time.sleep(0.05)
+    sleep_until_cancelled(ctx, float(ctx.params.get("sleep", 0.0)))
     if should_fail(f"child-{ctx.params['n']}"):
         raise RuntimeError(f"child {ctx.params['n']} exploded")
     return {"n": int(ctx.params["n"]) * 10}
@@ -496,10 +498,7 @@ register(Workflow("t_bad_parent", [bad_fan]), replace=True)
 @step(retry=Retry(max_attempts=3, backoff_base=0))
 def sturdy_work(ctx: StepContext) -> dict[str, int]:
     ledger(ctx, f"work-{ctx.params['n']}")
-    end = time.monotonic() + float(ctx.params.get("sleep", 0.0))
-    while time.monotonic() < end:
-        ctx.raise_if_cancelled()
-        time.sleep(0.05)
+    sleep_until_cancelled(ctx, float(ctx.params.get("sleep", 0.0)))
     return {"n": int(ctx.params["n"])}
 
 
